@@ -1,0 +1,172 @@
+"""The whole analysis: discover -> capture into the store -> probes -> states -> landscape -> files.
+
+Every stage writes to ``OUT`` and the next reads from there, so a killed analysis resumes where it stopped
+and a second run on the same folder reuses the store (no forward pass repeated).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import networkx as nx
+import numpy as np
+
+import probes as probe_library
+from probes.base import Probe
+from semgraph.checkpoints import Run, discover
+from semgraph.errors import ConfigError, SemgraphError
+from semgraph.extract import CaptureConfig, ExtractReport, extract_run
+from semgraph.io import atomic_write_json
+from semgraph.landscape import build_landscape, node_path
+from semgraph.probing import run_probes
+from semgraph.recorder import read_metrics
+from semgraph.states import WardStates, describe_node, order_by_first_visit, signature_matrix
+from semgraph.store import ActivationStore
+from semgraph.tasks import task_from_spec
+
+
+@dataclass
+class AnalysisResult:
+    out: Path
+    graph: nx.DiGraph
+    rows: list[dict[str, Any]]
+    extract: ExtractReport
+    files: dict[str, Path] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def analyze(run_dir: str | Path, out: str | Path, *, strict: bool = False, progress: bool = True,
+            probes: Sequence[Probe] | None = None, signature: Sequence[str] | None = None,
+            max_states: int = 8, batch_size: int = 1024) -> AnalysisResult:
+    out = Path(out)
+    runs = discover(run_dir)
+    for run in runs:
+        for problem in run.problems:
+            warnings.warn(problem, stacklevel=2)
+    store = ActivationStore(out / "store")
+    report = ExtractReport()
+    rows: list[dict[str, Any]] = []
+    sig_keys: list[str] | None = list(signature) if signature else None
+    for run in runs:
+        task, defaults = _task_for(run)
+        probe_set = task.probe_set()
+        cfg = CaptureConfig(hooks=defaults["hooks"], params=defaults["params"], batch_size=batch_size)
+        extract_run(run, probe_set, cfg, store, strict=strict, report=report, progress=progress)
+        done = [c.step for c in run.checkpoints if store.is_done(run.name, c.step, _sid(store, run, c.step))]
+        run_probes_list = list(probes) if probes is not None else \
+            [probe_library.make_probe(name, **params) for name, params in defaults["probes"]]
+        rows += run_probes(run.name, done, probe_set, task.spec(), store, run_probes_list,
+                           out / "probe_results", progress=progress)
+        sig_keys = sig_keys or defaults["signature"]
+    if not rows:
+        raise SemgraphError("no checkpoint could be analysed (all failed to load)", path=run_dir,
+                            stage="analyze", fix="see the warnings above for each file and its fix")
+    G = _states_and_graph(rows, sig_keys, max_states, runs)
+    result = AnalysisResult(out=out, graph=G, rows=rows, extract=report)
+    _write_outputs(result, runs)
+    return result
+
+
+def _sid(store: ActivationStore, run: Run, step: int) -> str:
+    entry = store.manifest["entries"].get(store.key(run.name, step), {})
+    return entry.get("source_id", "")
+
+
+def _task_for(run: Run):
+    spec = run.info.get("task")
+    if not spec:
+        raise ConfigError("run.json has no task, so there is no probe set", path=run.path / "run.json",
+                          stage="analyze", fix="record the run with task_spec=... (e.g. ModularAddition.spec())")
+    task = task_from_spec(spec)
+    return task, task.analysis_defaults()
+
+
+def _states_and_graph(rows: list[dict[str, Any]], sig_keys: Sequence[str], max_states: int,
+                      runs: Sequence[Run]) -> nx.DiGraph:
+    X, used = signature_matrix(rows, sig_keys)
+    model = WardStates(max_states=max_states).fit(X)
+    order = np.array([r["step"] for r in rows], dtype=float)
+    labels = order_by_first_visit(model.labels_, order)
+    for r, lab in zip(rows, labels):
+        r["node"] = f"N{lab}"
+    node_info = {}
+    for node in sorted({r["node"] for r in rows}):
+        members = [r for r in rows if r["node"] == node]
+        label, concepts = describe_node(members)
+        node_info[node] = {"label": label, "concepts": concepts}
+    run_info = {run.name: {"metadata": run.info.get("metadata", {}), "task": run.info.get("task")} for run in runs}
+    G = build_landscape(rows, node_info, run_info)
+    G.graph["state_model"] = "ward+silhouette"
+    G.graph["signature_features"] = used
+    G.graph["silhouette_by_k"] = {str(k): v for k, v in model.silhouette_.items()}
+    return G
+
+
+def grokking_step(rows: Sequence[dict[str, Any]], key: str, threshold: float) -> int | None:
+    for r in sorted(rows, key=lambda r: r["step"]):
+        if r.get(key) is not None and r[key] >= threshold:
+            return int(r["step"])
+    return None
+
+
+def _write_outputs(result: AnalysisResult, runs: Sequence[Run]) -> None:
+    from semgraph.export import write_graph
+    from semgraph.plots import plot_run
+
+    out, G, rows = result.out, result.graph, result.rows
+    files = result.files
+    for fmt, suffix in (("graphml", ".graphml"), ("gexf", ".gexf"), ("json", ".json")):
+        files[fmt] = write_graph(G, out / f"landscape{suffix}", fmt)
+    summary: dict[str, Any] = {"nodes": {n: G.nodes[n]["label"] for n in G.nodes}, "runs": {}}
+    for run in runs:
+        run_rows = [r for r in rows if r["run"] == run.name]
+        if not run_rows:
+            continue
+        files[f"png:{run.name}"] = plot_run(G, rows, run.name, out / f"landscape_{run.name}.png")
+        stored = read_metrics(run.path)
+        summary["runs"][run.name] = {
+            "path": node_path(G, run.name),
+            "t_mem (train acc >= 0.99)": grokking_step(run_rows, "output.train_acc", 0.99),
+            "t_grok (test acc >= 0.95)": grokking_step(run_rows, "output.test_acc", 0.95),
+            "checkpoints analysed": len(run_rows),
+            "max |recomputed - logged| test acc": _agreement(run_rows, stored, "test_acc"),
+        }
+    summary["store"] = {"captured": len(result.extract.captured), "reused": len(result.extract.reused),
+                        "failed": [f"{r}@{s}: {e}" for r, s, e in result.extract.failed],
+                        "identical checkpoints": [f"{r}@{s} == step {t}" for r, s, t in result.extract.duplicates]}
+    files["summary"] = out / "summary.json"
+    atomic_write_json(files["summary"], summary)
+    files["table"] = _write_table(rows, out / "checkpoints.csv")
+    files["trajectories"] = out / "trajectories.json"
+    atomic_write_json(files["trajectories"], G.graph["trajectories"])
+    result.summary = summary
+
+
+def _agreement(rows: Sequence[dict[str, Any]], stored: dict[int, dict[str, float]], key: str) -> float | None:
+    diffs = [abs(r[f"output.{key}"] - stored[r["step"]][key]) for r in rows
+             if r["step"] in stored and key in stored[r["step"]] and r.get(f"output.{key}") is not None]
+    return max(diffs) if diffs else None
+
+
+def _write_table(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """One row per (run, step): scalar probe values, node, and reasons for values not computed."""
+    keys: list[str] = []
+    for r in rows:
+        for k, v in r.items():
+            if k not in keys and not k.startswith("_") and k not in ("present", "reasons") \
+                    and not isinstance(v, (list, dict)):
+                keys.append(k)
+    from semgraph.io import atomic_path
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(keys + ["key_freqs", "concepts_present", "not_computed"])
+        for r in sorted(rows, key=lambda r: (r["run"], r["step"])):
+            w.writerow([r.get(k, "") for k in keys] +
+                       [" ".join(map(str, r.get("fourier.key_freqs") or [])),
+                        "; ".join(c for c, on in r.get("present", {}).items() if on),
+                        json.dumps(r.get("reasons", {}))])
+    return path

@@ -1,0 +1,119 @@
+"""The `semgraph` command: train, analyze, export. Errors print one line (no traceback) and exit 2."""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from semgraph.errors import SemgraphError
+
+
+def _one_line_warnings() -> None:
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        print(f"warning: {message}", file=sys.stderr)
+    warnings.showwarning = show
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from semgraph.schedule import parse_schedule
+    from semgraph.tasks.train_modular_addition import ModAddRecipe, train_modular_addition
+
+    recipe = ModAddRecipe(p=args.p, train_fraction=args.train_fraction, seed=args.seed, steps=args.steps,
+                          lr=args.lr, weight_decay=args.weight_decay, d_model=args.d_model,
+                          n_heads=args.n_heads, d_mlp=args.d_mlp)
+    if args.schedule:
+        recipe.schedule = parse_schedule(args.schedule, args.steps)
+    run_dir = train_modular_addition(args.out, recipe, resume=args.resume, threads=args.threads)
+    print(f"run written to {run_dir} ({len(recipe.checkpoint_steps())} scheduled checkpoints)")
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from semgraph.analyze import analyze
+
+    res = analyze(args.run_dir, args.out, strict=args.strict, max_states=args.max_states,
+                  batch_size=args.batch_size)
+    G, s = res.graph, res.summary
+    print(f"\nlandscape: {G.number_of_nodes()} nodes, {G.number_of_edges()} edges "
+          f"(store: {s['store']['captured']} captured, {s['store']['reused']} reused, "
+          f"{len(s['store']['failed'])} failed)")
+    for n in G.nodes:
+        d = G.nodes[n]
+        print(f"  {n}: {d['label']:<48} steps {d['member_steps'][0]}..{d['member_steps'][-1]:<6} "
+              f"train acc {d.get('train_acc', float('nan')):.2f} test acc {d.get('test_acc', float('nan')):.2f} "
+              f"F_test/input {d.get('F_test_mean', float('nan')):.3g}")
+    for run, info in s["runs"].items():
+        print(f"  run {run}: path {' -> '.join(info['path'])}; memorised at step "
+              f"{info['t_mem (train acc >= 0.99)']}, grokked at step {info['t_grok (test acc >= 0.95)']}")
+    print("files:")
+    for key, path in res.files.items():
+        print(f"  {key:>14}: {path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from semgraph.export import read_graph, write_graph
+
+    G = read_graph(args.graph)
+    out = Path(args.out) if args.out else Path(args.graph).with_suffix("." + args.format)
+    write_graph(G, out, args.format)
+    print(f"wrote {out} ({G.number_of_nodes()} nodes, {G.number_of_edges()} edges)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="semgraph", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a reference task with the recorder")
+    t.add_argument("task", choices=["modular-addition"])
+    t.add_argument("--out", required=True, help="run folder to write (checkpoints/<run>)")
+    t.add_argument("--p", type=int, default=53)
+    t.add_argument("--train-fraction", type=float, default=0.4)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--steps", type=int, default=5000)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--weight-decay", type=float, default=1.0)
+    t.add_argument("--d-model", type=int, default=128)
+    t.add_argument("--n-heads", type=int, default=4)
+    t.add_argument("--d-mlp", type=int, default=512)
+    t.add_argument("--schedule", help="'log+100' (default), 'every:50' or explicit '0,10,100'")
+    t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    t.add_argument("--resume", dest="resume", action="store_true", default=True,
+                   help="continue an interrupted run in --out (default)")
+    t.add_argument("--no-resume", dest="resume", action="store_false")
+    t.set_defaults(func=cmd_train)
+
+    a = sub.add_parser("analyze", help="analyze a run folder (or a folder of runs) into a landscape graph")
+    a.add_argument("run_dir")
+    a.add_argument("--out", required=True)
+    a.add_argument("--strict", action="store_true", help="a corrupt checkpoint is fatal instead of skipped")
+    a.add_argument("--max-states", type=int, default=8)
+    a.add_argument("--batch-size", type=int, default=1024)
+    a.set_defaults(func=cmd_analyze)
+
+    e = sub.add_parser("export", help="convert a landscape graph file to another format")
+    e.add_argument("graph")
+    e.add_argument("--format", required=True, choices=["graphml", "gexf", "json", "dot"])
+    e.add_argument("--out")
+    e.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _one_line_warnings()
+    try:
+        return args.func(args)
+    except SemgraphError as exc:
+        print(f"semgraph: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("semgraph: interrupted; finished work is kept, re-run the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Build a model from a stored spec and load weights into it with full key coverage."""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Mapping
+
+import torch
+
+from semgraph.errors import CheckpointError, ConfigError
+
+TL_NATIVE = "transformer-lens-native"
+
+
+def build_model(spec: Mapping[str, Any]) -> torch.nn.Module:
+    """Rebuild an (untrained) model from ``spec`` as stored in a run's ``run.json``.
+
+    ``{"builder": "transformer-lens-native", "config": {...TransformerBridgeConfig fields...}}`` boots a
+    TransformerBridge with ``boot_native`` (no hub, no network); ``{"builder": "factory",
+    "factory": "package.module:function", "kwargs": {...}}`` calls a user function returning any
+    ``torch.nn.Module``.
+    """
+    builder = spec.get("builder")
+    if builder == TL_NATIVE:
+        return boot_native(spec["config"])
+    if builder == "factory":
+        return call_factory(spec["factory"], spec.get("kwargs") or {})
+    raise ConfigError(f"unknown model builder {builder!r}", stage="build model",
+                      fix=f"use {TL_NATIVE!r} or 'factory' in run.json's model entry")
+
+
+def boot_native(config: Mapping[str, Any]) -> torch.nn.Module:
+    import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
+    from transformer_lens import TransformerBridge
+    from transformer_lens.config import TransformerBridgeConfig
+
+    return TransformerBridge.boot_native(TransformerBridgeConfig(**dict(config)))
+
+
+def call_factory(target: str, kwargs: Mapping[str, Any]) -> torch.nn.Module:
+    """Import ``package.module:function`` and call it with ``kwargs``."""
+    if ":" not in target:
+        raise ConfigError(f"model factory {target!r} is not of the form package.module:function",
+                          stage="build model", fix="pass e.g. --model mypkg.models:make_mlp")
+    module_name, fn_name = target.split(":", 1)
+    try:
+        fn = getattr(importlib.import_module(module_name), fn_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import model factory {target!r}: {exc}", stage="build model",
+                          fix="make the module importable (pip install -e . or PYTHONPATH)") from exc
+    model = fn(**dict(kwargs))
+    if not isinstance(model, torch.nn.Module):
+        raise ConfigError(f"model factory {target!r} returned {type(model).__name__}, not a torch.nn.Module",
+                          stage="build model", fix="return an nn.Module from the factory")
+    return model
+
+
+def load_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor], *, source: str = "checkpoint",
+                 dtype: torch.dtype = torch.float32) -> None:
+    """Copy ``state`` into ``model`` demanding exact coverage of parameters and buffers.
+
+    Missing keys, unexpected keys and shape mismatches are errors naming the keys: a model left partly
+    random would otherwise be analysed silently. Floating tensors are upcast to ``dtype`` (fp16/bf16 on CPU).
+    """
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"keys do not match the model: missing {_few(missing)}, unexpected {_few(unexpected)}",
+            path=source, stage="load weights",
+            fix="check that the run's model spec matches the checkpoint (or pass the right --model factory)")
+    bad = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+           for k, v in expected.items() if tuple(state[k].shape) != tuple(v.shape)]
+    if bad:
+        raise CheckpointError(f"shape mismatch: {_few(bad)}", path=source, stage="load weights",
+                              fix="the checkpoint was saved from a different model size; fix the model spec")
+    converted = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
+    model.load_state_dict(converted, strict=True)
+
+
+def _few(items: list[str], n: int = 5) -> str:
+    if not items:
+        return "none"
+    more = f" (+{len(items) - n} more)" if len(items) > n else ""
+    return ", ".join(items[:n]) + more

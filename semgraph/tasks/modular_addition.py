@@ -1,0 +1,61 @@
+"""Modular addition (a + b mod p): the reference grokking task (Power et al. 2022; Nanda et al. 2023).
+
+Inputs are the three tokens ``[a, b, =]`` (``=`` is token ``p``); the answer is read at the last position.
+The probe set is all p^2 pairs, split once into train/test by a seeded permutation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from semgraph.tasks.base import ProbeSet, Task
+
+
+@dataclass
+class ModularAddition(Task):
+    p: int = 53
+    train_fraction: float = 0.4
+    seed: int = 0
+
+    name = "modular-addition"
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "p": self.p, "train_fraction": self.train_fraction, "seed": self.seed}
+
+    def probe_set(self) -> ProbeSet:
+        p = self.p
+        a, b = np.divmod(np.arange(p * p), p)
+        inputs = np.stack([a, b, np.full_like(a, p)], axis=1).astype(np.int64)
+        labels = ((a + b) % p).astype(np.int64)
+        split = np.full(p * p, "test", dtype=object)
+        split[self.train_indices()] = "train"
+        return ProbeSet(inputs=inputs, labels=labels, split=split.astype(str),
+                        concepts={"a": a.astype(np.int64), "b": b.astype(np.int64), "a+b mod p": labels})
+
+    def train_indices(self) -> np.ndarray:
+        """Indices (into the a-major list of pairs) of the training set, fixed by ``seed``."""
+        rng = np.random.default_rng(self.seed)
+        n_train = int(round(self.train_fraction * self.p * self.p))
+        return np.sort(rng.permutation(self.p * self.p)[:n_train])
+
+    def model_spec(self, d_model: int = 128, n_heads: int = 4, d_mlp: int = 512, seed: int | None = None
+                   ) -> dict[str, Any]:
+        """A 1-layer transformer without LayerNorm (Nanda et al. 2023), as a TransformerBridge native config."""
+        return {"builder": "transformer-lens-native", "config": {
+            "d_model": d_model, "d_head": d_model // n_heads, "n_heads": n_heads, "n_layers": 1, "n_ctx": 3,
+            "d_mlp": d_mlp, "d_vocab": self.p + 1, "d_vocab_out": self.p, "act_fn": "relu",
+            "normalization_type": None, "seed": self.seed if seed is None else seed,
+        }}
+
+    def analysis_defaults(self) -> dict[str, Any]:
+        """Hooks, weights and probes `semgraph analyze` uses for this task, and the signature's features."""
+        return {
+            "hooks": ["blocks.0.hook_resid_post", "blocks.0.mlp.hook_post"],
+            "params": ["embed.weight"],
+            "probes": [("output", {}), ("fourier", {"embedding_param": "embed.weight"}),
+                       ("linear", {"concept": "a+b mod p", "hook": "blocks.0.hook_resid_post"})],
+            "signature": ["output.train_acc", "output.test_acc", "output.train_loss", "output.test_loss",
+                          "fourier.gini", "fourier.restricted_loss", "fourier.excluded_loss", "linear.score"],
+        }
