@@ -56,7 +56,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from semgraph.export import read_graph, write_graph
 
     G = read_graph(args.graph)
-    out = Path(args.out) if args.out else Path(args.graph).with_suffix("." + args.format)
+    from semgraph.export import FORMATS
+    out = Path(args.out) if args.out else Path(args.graph).with_suffix(FORMATS[args.format])
     write_graph(G, out, args.format)
     print(f"wrote {out} ({G.number_of_nodes()} nodes, {G.number_of_edges()} edges)")
     return 0
@@ -95,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="convert a landscape graph file to another format")
     e.add_argument("graph")
-    e.add_argument("--format", required=True, choices=["graphml", "gexf", "json", "dot"])
+    e.add_argument("--format", required=True, choices=["graphml", "gexf", "json", "cytoscape", "dot"],
+                   help="cytoscape = cytoscape.js elements JSON (.cyjs); the input's format is read from its suffix")
     e.add_argument("--out")
     e.set_defaults(func=cmd_export)
     return parser
