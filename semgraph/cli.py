@@ -1,4 +1,4 @@
-"""The `semgraph` command: train, analyze, export. Errors print one line (no traceback) and exit 2."""
+"""The `semgraph` command: train, analyze, export, report. Errors print one line (no traceback) and exit 2."""
 from __future__ import annotations
 
 import argparse
@@ -63,6 +63,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from semgraph.report import write_report
+
+    path = write_report(args.out_dir, args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, self-contained; open it in any browser)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="semgraph", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -100,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cytoscape = cytoscape.js elements JSON (.cyjs); the input's format is read from its suffix")
     e.add_argument("--out")
     e.set_defaults(func=cmd_export)
+
+    r = sub.add_parser("report", help="write one self-contained HTML report of an analysis folder")
+    r.add_argument("out_dir", help="the --out folder of `semgraph analyze`")
+    r.add_argument("--out", help="HTML file to write (default OUT_DIR/report.html)")
+    r.set_defaults(func=cmd_report)
     return parser
 
 
