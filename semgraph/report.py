@@ -59,14 +59,6 @@ def make_figures(o: AnalysisOutputs) -> list[dict[str, Any]]:
         "grows with visits, arrow width with the number of transitions.",
         plots.plot_landscape(G, folder / "landscape"), wide=G.number_of_nodes() > 4)
     runs = [r for r in _runs(o) if any(row.get("run") == r for row in o.rows)]
-    for run in runs:
-        add(f"Run {run}: loss and accuracy", "Train (solid) and test (dashed) curves; points and background "
-            "bands coloured by the node the checkpoint belongs to.",
-            plots.plot_timeline(G, o.rows, run, folder / f"timeline_{_slug(run)}"), wide=True)
-        if plots.probe_panels([r for r in o.rows if r.get("run") == run]):
-            add(f"Run {run}: probes", "Key Fourier frequencies over training, restricted loss (key frequencies "
-                "only) and excluded loss (key frequencies removed), and induction scores where measured.",
-                plots.plot_probe_timeline(G, o.rows, run, folder / f"probes_{_slug(run)}"), wide=True)
     store = o.out / "store"
     if (store / "manifest.json").exists():
         from semgraph.similarity import checkpoint_similarity
@@ -83,6 +75,15 @@ def make_figures(o: AnalysisOutputs) -> list[dict[str, Any]]:
                 plots.plot_similarity(steps, S, folder / f"similarity_{_slug(run)}",
                                       nodes=[by_step.get((run, s)) for s in steps], colours=colours,
                                       title=f"run {run}: checkpoint × checkpoint similarity"))
+    for run in runs:
+        add(f"Run {run}: loss and accuracy", "Train (solid) and test (dashed) curves; points and background "
+            "bands coloured by the node the checkpoint belongs to.",
+            plots.plot_timeline(G, o.rows, run, folder / f"timeline_{_slug(run)}"), wide=True)
+        panels = plots.probe_panels([r for r in o.rows if r.get("run") == run])
+        if panels:
+            add(f"Run {run}: probes", "Key Fourier frequencies over training, restricted loss (key frequencies "
+                "only) and excluded loss (key frequencies removed), and induction scores where measured.",
+                plots.plot_probe_timeline(G, o.rows, run, folder / f"probes_{_slug(run)}"), wide=len(panels) > 1)
     return figs
 
 
@@ -214,7 +215,7 @@ def _summary_tables(o: AnalysisOutputs) -> str:
     if isinstance(store, dict) and store:
         rows = [[k, (f"{len(v)}: " + "; ".join(map(str, v)) if v else "0") if isinstance(v, list) else v]
                 for k, v in store.items()]
-        out.append("<h3>Activation store</h3>" + _table(["", "value"], rows, sortable=False))
+        out.append("<h3>Activation store</h3>" + _table(["checkpoints", ""], rows, sortable=False))
     other = {k: v for k, v in s.items() if k not in ("runs", "store", "nodes")}
     if other:
         out.append("<h3>Other</h3>" + _table(["key", "value"], [[k, v] for k, v in other.items()], sortable=False))
@@ -290,23 +291,31 @@ class _Cell:
         self.sort_value, self.safe_html = sort_value, safe_html
 
 
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _table(columns: Sequence[Any], rows: Sequence[Sequence[Any]], sortable: bool = True) -> str:
+    """An HTML table; every value escaped. Columns whose values are all numbers are right-aligned."""
     e = html.escape
-    head = "".join(f"<th>{e(str(c))}</th>" for c in columns)
+    shown = rows[:MAX_TABLE_ROWS]
+    numeric = [sortable and any(_is_num(r[i]) for r in shown if i < len(r)) and
+               all(_is_num(r[i]) or r[i] is None for r in shown if i < len(r)) for i in range(len(columns))]
+    head = "".join(f'<th{" class=num" if numeric[i] else ""}>{e(str(c))}</th>' for i, c in enumerate(columns))
     body = []
-    for r in rows[:MAX_TABLE_ROWS]:
+    for r in shown:
         cells = []
-        for v in r:
+        for i, v in enumerate(r):
             if isinstance(v, _Cell):
                 cells.append(f'<td data-v="{e(v.sort_value)}">{v.safe_html}</td>')
                 continue
             text = _fmt(v)
-            num = isinstance(v, (int, float)) and not isinstance(v, bool)
-            sort = repr(float(v)) if num and math.isfinite(float(v)) else text
+            sort = repr(float(v)) if _is_num(v) and math.isfinite(float(v)) else text
+            num = i < len(numeric) and numeric[i]
             cells.append(f'<td{" class=num" if num else ""} data-v="{e(sort)}">{e(text)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     more = f'<p class="muted">{len(rows) - MAX_TABLE_ROWS} more rows not shown.</p>' if len(rows) > MAX_TABLE_ROWS else ""
-    cls = ' class="sortable"' if sortable else ""
+    cls = ' class="sortable"' if sortable else ' class="kv"'
     return (f'<div class="table-wrap"><table{cls}><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table></div>{more}')
 

@@ -317,3 +317,23 @@ def test_script_label_is_shown_as_text_in_chromium(browser, hostile):
         "return Array.from(document.querySelectorAll('#observables td')).map(td => td.textContent)")
     assert HOSTILE in obs
     assert browser.execute_script("return window.__pwned === undefined")
+
+
+def test_real_landscape_round_trips_through_every_format(analysis, tmp_path):
+    """The analysed graph (lists, dicts, None, floats) in all five formats: values agree with node-link JSON."""
+    from semgraph.export import FORMATS
+    ref = read_graph(analysis / "landscape.json")            # JSON keeps lists and dicts as they are
+    for fmt, suffix in FORMATS.items():
+        H = read_graph(write_graph(ref, tmp_path / f"real{suffix}"))
+        assert set(H.nodes) == set(ref.nodes) and set(H.edges) == set(ref.edges), fmt
+        for n, d in ref.nodes(data=True):
+            got = H.nodes[n]
+            assert set(got) == {k for k, v in d.items() if v is not None}, (fmt, n)
+            for k, v in d.items():
+                if v is None:
+                    continue
+                want = json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) and \
+                    fmt in ("graphml", "gexf", "dot") else v
+                assert got[k] == want or (isinstance(want, float) and np.isclose(got[k], want)), (fmt, n, k)
+        for u, v, d in ref.edges(data=True):
+            assert H[u][v]["count"] == d["count"], fmt
