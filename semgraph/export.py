@@ -17,9 +17,11 @@ The JSON formats keep JSON's own types instead: **node-link JSON** (``.json``) a
 (strict JSON has no NaN; :func:`json_safe`). Node-link JSON
 writes the edges under an explicit ``"edges"`` key with a ``"semgraph_format"`` version, and reading
 accepts ``"links"`` (networkx < 3.4 files) too, so a graph never loads with zero edges silently.
-Cytoscape ids are text, so node ids come back as ``str``.
+Cytoscape ids are text, so node ids come back as ``str``; each node also carries ``value`` (its id) and
+``name`` (its label), as ``networkx.cytoscape_data`` writes them, so networkx and Cytoscape desktop read it.
 
-Keys a format reads as its own (node ``id`` in both JSON formats and GEXF, edge ``source``/``target``,
+Keys a format reads as its own (node ``id`` in both JSON formats and GEXF, ``name``/``value`` and edge
+``source``/``target`` in Cytoscape JSON,
 ``start``/``end``/``pid``/``viz``... and non-text ``label`` or non-float edge ``weight`` in GEXF) are
 stored as ``attr:KEY`` and renamed back on reading (a key that already starts with ``attr:`` gets one
 more prefix), so no attribute is swallowed by a viewer. **GEXF** has no graph attributes of its own:
@@ -49,7 +51,7 @@ JSON_FORMAT = "semgraph-graph/1"
 CYTOSCAPE_FORMAT = "semgraph-cytoscape/1"
 FORMATS = {"graphml": ".graphml", "gexf": ".gexf", "json": ".json", "cytoscape": ".cyjs", "dot": ".dot"}
 _GEXF_META_KEY = "semgraph_graph_attributes"
-_CY_RESERVED = {"nodes": ("id",), "edges": ("id", "source", "target")}
+_CY_RESERVED = {"nodes": ("id", "value", "name"), "edges": ("id", "source", "target")}
 _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
@@ -221,7 +223,10 @@ def to_cytoscape(G: nx.DiGraph) -> dict[str, Any]:
     """The cytoscape.js ``elements`` document (as Cytoscape desktop writes ``.cyjs``), JSON types kept."""
     H = sanitise_json(G)
 
-    nodes = [{"data": {"id": str(n), **_escape_keys(d, _CY_RESERVED["nodes"], {})}} for n, d in H.nodes(data=True)]
+    # 'value' and 'name' as networkx.cytoscape_data writes them, so networkx.cytoscape_graph reads the file
+    # too; 'name' is the column Cytoscape desktop labels nodes with, so it holds the node's label.
+    nodes = [{"data": {"id": str(n), "value": str(n), "name": str(d.get("label", n)),
+                       **_escape_keys(d, _CY_RESERVED["nodes"], {})}} for n, d in H.nodes(data=True)]
     edges = [{"data": {"id": f"e{i}", "source": str(u), "target": str(v),
                        **_escape_keys(d, _CY_RESERVED["edges"], {})}}
              for i, (u, v, d) in enumerate(H.edges(data=True))]

@@ -148,6 +148,17 @@ def read_graph_from_dict(nodes, edges, graph) -> nx.DiGraph:
     return G
 
 
+def test_cytoscape_file_is_read_by_networkx_too(tmp_path):
+    doc = json.loads(write_graph(awkward(), tmp_path / "g.cyjs").read_text())
+    H = nx.cytoscape_graph(doc)                      # networkx's own reader of the cytoscape.js format
+    assert set(H.nodes) == set(JSON_NODES) and set(H.edges) == set(JSON_EDGES)
+    for n, want in JSON_NODES.items():
+        got = {k: v for k, v in H.nodes[n].items() if k not in ("id", "name", "value")}
+        got = {k.removeprefix("attr:"): v for k, v in got.items()}
+        assert all(same(got[k], v) for k, v in want.items()) and set(got) == set(want), n
+    assert H.nodes["N1"]["name"] == "b"              # Cytoscape desktop's label column holds the label
+
+
 def test_cytoscape_reads_flat_element_arrays():
     doc = {"elements": [{"data": {"id": "a", "w": 1}}, {"data": {"id": "b"}},
                         {"group": "edges", "data": {"id": "e", "source": "a", "target": "b", "n": 2}}]}
