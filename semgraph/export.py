@@ -14,22 +14,23 @@ GraphML, GEXF and DOT). For node, edge and graph attributes alike:
 The JSON formats keep JSON's own types instead: **node-link JSON** (``.json``) and **Cytoscape JSON**
 (``.cyjs``, the cytoscape.js ``elements`` format that Cytoscape desktop also imports) write ``None`` as
 ``null``, keep lists and dicts, turn numpy values into Python ones and non-finite floats into ``null``
-(strict JSON has no NaN; :func:`json_safe`). Node-link JSON
-writes the edges under an explicit ``"edges"`` key with a ``"semgraph_format"`` version, and reading
-accepts ``"links"`` (networkx < 3.4 files) too, so a graph never loads with zero edges silently.
-Cytoscape ids are text, so node ids come back as ``str``; each node also carries ``value`` (its id) and
-``name`` (its label), as ``networkx.cytoscape_data`` writes them, so networkx and Cytoscape desktop read it.
+(strict JSON has no NaN; :func:`json_safe`). Node-link JSON writes the edges under an explicit
+``"edges"`` key with a ``"semgraph_format"`` version, and reading accepts ``"links"`` (networkx < 3.4
+files) too, so a graph never loads with zero edges silently. Cytoscape ids are text, so node ids come
+back as ``str``; each node also carries ``value`` (its id) and ``name`` (its label), as
+``networkx.cytoscape_data`` writes them, so networkx and Cytoscape desktop read the file as well.
 
-Keys a format reads as its own (node ``id`` in both JSON formats and GEXF, ``name``/``value`` and edge
-``source``/``target`` in Cytoscape JSON,
-``start``/``end``/``pid``/``viz``... and non-text ``label`` or non-float edge ``weight`` in GEXF) are
-stored as ``attr:KEY`` and renamed back on reading (a key that already starts with ``attr:`` gets one
-more prefix), so no attribute is swallowed by a viewer. **GEXF** has no graph attributes of its own:
-they are stored as JSON text in the file's ``<meta><description>`` and restored on reading. **DOT** is untyped text; semgraph writes
-strings quoted, ints and floats as bare numerals (a float always with a decimal point, never an
-exponent), booleans as bare ``true``/``false``, so reading (with pydot) gives back the same types.
-Non-finite floats have no DOT numeral: they are written as the quoted text ``nan``/``inf``/``-inf`` and
-read back as that text.
+Keys a format reads as its own (node ``id`` in both JSON formats and GEXF; ``name``/``value`` and edge
+``source``/``target`` in Cytoscape JSON; ``start``/``end``/``pid``/``viz``..., a non-text ``label`` and
+a non-float edge ``weight`` in GEXF) are stored as ``attr:KEY`` and renamed back on reading (a key that
+already starts with ``attr:`` gets one more prefix), so no attribute is swallowed by a viewer.
+
+**GEXF** has no graph attributes of its own: they are stored as JSON text in the file's
+``<meta><description>`` and restored on reading. **DOT** is untyped text; semgraph writes strings
+quoted, ints and floats as bare numerals (a float always with a decimal point, never an exponent),
+booleans as bare ``true``/``false``, so reading (with pydot) gives back the same types. Non-finite
+floats have no DOT numeral: they are written as the quoted text ``nan``/``inf``/``-inf`` and read back
+as that text.
 """
 from __future__ import annotations
 
