@@ -33,9 +33,6 @@ HOSTILE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2
 def analysis(tmp_path_factory, request) -> Path:
     """One real analysis of the tiny run (analyze writes the report itself)."""
     out = tmp_path_factory.mktemp("analysis") / "out"
-    import os  # LOCAL-HACK
-    if os.environ.get("SG_CACHED"):  # LOCAL-HACK
-        shutil.copytree(os.environ["SG_CACHED"], out); write_report(out); return out  # LOCAL-HACK
     analyze(request.getfixturevalue("tiny_run_master"), out, progress=False)
     return out
 
