@@ -26,7 +26,8 @@
     if (v === null || v === undefined) return "–";
     if (typeof v === "number") {
       if (Number.isInteger(v)) return String(v);
-      return Math.abs(v) >= 1e4 || (Math.abs(v) > 0 && Math.abs(v) < 1e-3) ? v.toExponential(3) : v.toPrecision(4);
+      return Math.abs(v) >= 1e4 || (Math.abs(v) > 0 && Math.abs(v) < 1e-3) ? v.toExponential(3)
+        : String(Number(v.toPrecision(4)));
     }
     return String(v);
   }
@@ -54,7 +55,7 @@
   var svg = el("svg", { viewBox: "0 0 " + W + " " + H, id: "graph-svg", role: "img",
                         "aria-label": "landscape graph: nodes by fallibility, arrows are transitions" }, host);
   var defs = el("defs", {}, svg);
-  [["arrow", "#6b7280"], ["arrow-on", "#dc2626"]].forEach(function (m) {
+  [["arrow", "#6b7280"], ["arrow-on", "#111827"]].forEach(function (m) {
     var mk = el("marker", { id: m[0], viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "11",
                             markerHeight: "11", markerUnits: "userSpaceOnUse", orient: "auto" }, defs);
     el("path", { d: "M0,0 L10,5 L0,10 z", fill: m[1] }, mk);
