@@ -238,7 +238,8 @@ def plot_probe_timeline(G: nx.DiGraph, rows: Sequence[dict[str, Any]], run: str,
     colours = node_colours(list(G.nodes))
     steps = np.array([r["step"] for r in rows], dtype=float)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(panels), figsize=(5.8 * len(panels), 4.2), squeeze=False)
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.8 * len(panels), 4.2), squeeze=False,
+                                 layout="constrained")
         for ax, panel in zip(axes[0], panels):
             _node_bands(ax, rows, colours)
             _step_axis(ax, steps)
@@ -247,16 +248,12 @@ def plot_probe_timeline(G: nx.DiGraph, rows: Sequence[dict[str, Any]], run: str,
                 for r in rows:
                     for k in r.get("fourier.key_freqs") or []:
                         xs.append(r["step"]); ys.append(k); cs.append(colours.get(r.get("node"), "0.5"))
-                ax.scatter(xs, ys, c=cs, s=22, marker="s", edgecolors="none", zorder=3)
-                n_key = _series(rows, "fourier.n_key_freqs")
-                ax.set_ylabel("key frequency k")
+                ax.scatter(xs, ys, c=cs, s=26, marker="s", edgecolors="none", zorder=3)
+                from matplotlib.ticker import MaxNLocator
+                ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+                ax.set_ylim(0.5, max(ys or [1]) + 0.5)
+                ax.set_ylabel("key frequency k (one mark per key frequency)")
                 ax.set_title(f"run {run}: Fourier key frequencies")
-                if not np.all(np.isnan(n_key)):
-                    ax2 = ax.twinx()
-                    ax2.plot(steps, n_key, color="#333333", lw=1, alpha=0.6, label="number of key freqs")
-                    ax2.set_ylabel("number of key frequencies")
-                    ax2.grid(False)
-                    ax2.legend(loc="upper left")
             elif panel == "fourier_loss":
                 for key, style, colour in (("fourier.restricted_loss", "-", "#1b9e77"),
                                            ("fourier.excluded_loss", "-", "#d95f02"),
