@@ -226,7 +226,7 @@ def browser():
     profile = tempfile.mkdtemp(prefix="semgraph-chromium-")
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1280,1000"):
+                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1280,1500"):
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
@@ -293,7 +293,8 @@ def test_report_in_headless_chromium(browser, analysis, tmp_path):
         .release().perform()
     assert vp.get_attribute("transform") != zoomed
     browser.find_element("id", "zoom-reset").click()
-    hover(browser, nodes[-1])
+    ActionChains(browser).move_to_element(nodes[-1]).perform()
+    assert browser.find_element("id", "tooltip").is_displayed()
     shot = tmp_path / "report.png"
     assert browser.save_screenshot(str(shot))
     w, h = png_size(shot.read_bytes())
