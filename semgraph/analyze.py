@@ -144,6 +144,8 @@ def _write_outputs(result: AnalysisResult, runs: Sequence[Run]) -> None:
     files["trajectories"] = out / "trajectories.json"
     atomic_write_json(files["trajectories"], G.graph["trajectories"])
     result.summary = summary
+    from semgraph.report import write_report
+    files["report"] = write_report(out)
 
 
 def _agreement(rows: Sequence[dict[str, Any]], stored: dict[int, dict[str, float]], key: str) -> float | None:

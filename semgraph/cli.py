@@ -1,4 +1,4 @@
-"""The `semgraph` command: train, analyze, export. Errors print one line (no traceback) and exit 2."""
+"""The `semgraph` command: train, analyze, export, report. Errors print one line (no traceback) and exit 2."""
 from __future__ import annotations
 
 import argparse
@@ -56,9 +56,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     from semgraph.export import read_graph, write_graph
 
     G = read_graph(args.graph)
-    out = Path(args.out) if args.out else Path(args.graph).with_suffix("." + args.format)
+    from semgraph.export import FORMATS
+    out = Path(args.out) if args.out else Path(args.graph).with_suffix(FORMATS[args.format])
     write_graph(G, out, args.format)
     print(f"wrote {out} ({G.number_of_nodes()} nodes, {G.number_of_edges()} edges)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from semgraph.report import write_report
+
+    path = write_report(args.out_dir, args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, self-contained; open it in any browser)")
     return 0
 
 
@@ -95,9 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="convert a landscape graph file to another format")
     e.add_argument("graph")
-    e.add_argument("--format", required=True, choices=["graphml", "gexf", "json", "dot"])
+    e.add_argument("--format", required=True, choices=["graphml", "gexf", "json", "cytoscape", "dot"],
+                   help="cytoscape = cytoscape.js elements JSON (.cyjs); the input's format is read from its suffix")
     e.add_argument("--out")
     e.set_defaults(func=cmd_export)
+
+    r = sub.add_parser("report", help="write one self-contained HTML report of an analysis folder")
+    r.add_argument("out_dir", help="the --out folder of `semgraph analyze`")
+    r.add_argument("--out", help="HTML file to write (default OUT_DIR/report.html)")
+    r.set_defaults(func=cmd_report)
     return parser
 
 
