@@ -24,7 +24,8 @@ from semgraph.io import atomic_write_json
 from semgraph.landscape import build_landscape, node_path
 from semgraph.probing import run_probes
 from semgraph.recorder import read_metrics
-from semgraph.states import WardStates, describe_node, order_by_first_visit, signature_matrix
+from semgraph.states import (WardStates, describe_node, order_by_first_visit, refine_by_concepts,
+                             signature_matrix)
 from semgraph.store import ActivationStore
 from semgraph.tasks import task_from_spec
 
@@ -90,7 +91,7 @@ def _states_and_graph(rows: list[dict[str, Any]], sig_keys: Sequence[str], max_s
     X, used = signature_matrix(rows, sig_keys)
     model = WardStates(max_states=max_states).fit(X)
     order = np.array([r["step"] for r in rows], dtype=float)
-    labels = order_by_first_visit(model.labels_, order)
+    labels = order_by_first_visit(refine_by_concepts(model.labels_, rows), order)
     for r, lab in zip(rows, labels):
         r["node"] = f"N{lab}"
     node_info = {}
@@ -100,7 +101,7 @@ def _states_and_graph(rows: list[dict[str, Any]], sig_keys: Sequence[str], max_s
         node_info[node] = {"label": label, "concepts": concepts}
     run_info = {run.name: {"metadata": run.info.get("metadata", {}), "task": run.info.get("task")} for run in runs}
     G = build_landscape(rows, node_info, run_info)
-    G.graph["state_model"] = "ward+silhouette"
+    G.graph["state_model"] = "ward+silhouette, refined by behaviour concepts"
     G.graph["signature_features"] = used
     G.graph["silhouette_by_k"] = {str(k): v for k, v in model.silhouette_.items()}
     return G

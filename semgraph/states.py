@@ -64,6 +64,20 @@ class WardStates(BaseEstimator, ClusterMixin):
         return self
 
 
+#: Behaviour concepts (from the output probe) that split any node mixing them: checkpoints that generalise
+#: and checkpoints that don't compute different input-output functions, so they are different algorithms.
+BEHAVIOUR_CONCEPTS = ("fits train", "generalises")
+
+
+def refine_by_concepts(labels: np.ndarray, rows: Sequence[dict[str, Any]],
+                       concepts: Sequence[str] = BEHAVIOUR_CONCEPTS) -> np.ndarray:
+    """Split each state into parts that agree on the presence of ``concepts`` (new integer labels)."""
+    keys = [(int(lab), tuple(bool(r.get("present", {}).get(c, False)) for c in concepts))
+            for lab, r in zip(labels, rows)]
+    index: dict[tuple, int] = {}
+    return np.array([index.setdefault(k, len(index)) for k in keys])
+
+
 def order_by_first_visit(labels: np.ndarray, order_key: np.ndarray) -> np.ndarray:
     """Relabel states 0..k-1 in order of first visit (smallest ``order_key``, e.g. step)."""
     first = {}

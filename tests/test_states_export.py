@@ -93,3 +93,11 @@ def test_json_with_links_key_still_loads_edges(tmp_path):
     path = tmp_path / "old.json"
     path.write_text(json.dumps(data))
     assert set(read_graph(path).edges) == {("N0", "N1")}
+
+
+def test_refine_by_concepts_splits_mixed_behaviour():
+    from semgraph.states import refine_by_concepts
+    rows = [{"present": {"fits train": True, "generalises": g}} for g in (False, False, True, True, False)]
+    labels = refine_by_concepts(np.array([0, 0, 0, 0, 1]), rows)
+    assert labels[0] == labels[1] != labels[2] == labels[3] != labels[4]
+    assert labels[4] != labels[0]                 # different cluster, same behaviour: stays apart
