@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from semgraph.capture import capture, check_fired, output_tensor, select_position
-from semgraph.checkpoints import CheckpointRef, Run, file_sha256, read_state_dict
+from semgraph.checkpoints import CheckpointRef, Run, file_sha256, load_checkpoint
 from semgraph.errors import CheckpointError, CorruptCheckpointError
 from semgraph.models import build_model, load_weights
 from semgraph.store import ActivationStore
@@ -74,11 +74,12 @@ def extract_run(run: Run, probe_set: ProbeSet, cfg: CaptureConfig, store: Activa
             report.reused.append((run.name, ref.step))
             continue
         try:
-            state = read_state_dict(ref)
+            loaded = load_checkpoint(ref)
+            state = loaded.state
             if model is None:
                 model = build_model(run.info["model"])
                 model.eval()
-            load_weights(model, state, source=str(ref.path))
+            notes = loaded.notes + load_weights(model, state, source=ref.label)
         except CheckpointError as exc:
             kind = getattr(exc, "kind", "keys")
             if strict:
@@ -105,8 +106,9 @@ def extract_run(run: Run, probe_set: ProbeSet, cfg: CaptureConfig, store: Activa
             model_state = model.state_dict()
             for name in cfg.params:
                 w.put(f"params/{name}", model_state[name].detach().to("cpu", torch.float32).numpy())
-        entry = {"status": "done", "source": str(ref.path), "source_id": sid, "weights_sha256": whash,
-                 "file": str(store.path_for(run.name, ref.step).relative_to(store.root))}
+        entry = {"status": "done", "source": ref.label, "source_id": sid, "weights_sha256": whash,
+                 "file": str(store.path_for(run.name, ref.step).relative_to(store.root)),
+                 "format": ref.format, "notes": notes, "stored": loaded.meta}
         if whash in seen_hashes and seen_hashes[whash] != ref.step:
             entry["identical_to_step"] = seen_hashes[whash]
             report.duplicates.append((run.name, ref.step, seen_hashes[whash]))

@@ -391,3 +391,21 @@ def _few(items: list[str], n: int = 5) -> str:
         return "none"
     more = f" (+{len(items) - n} more)" if len(items) > n else ""
     return ", ".join(map(str, items[:n])) + more
+
+
+_METRIC_ALIASES = {"train_acc": ("train_acc", "train_accuracy", "acc_train"),
+                   "test_acc": ("test_acc", "test_accuracy", "val_acc", "val_accuracy", "acc_test"),
+                   "train_loss": ("train_loss", "loss_train"),
+                   "test_loss": ("test_loss", "val_loss", "loss_test")}
+
+
+def metric_names(meta: Mapping[str, Any]) -> dict[str, float]:
+    """Metrics stored in a checkpoint under common names, renamed to semgraph's (train_acc, test_loss...)."""
+    out = {}
+    for name, aliases in _METRIC_ALIASES.items():
+        for a in aliases:
+            v = meta.get(a)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[name] = float(v)
+                break
+    return out
