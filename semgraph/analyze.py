@@ -83,16 +83,14 @@ def _task_for(run: Run):
     from semgraph.runspec import analysis_settings
 
     spec = run.info.get("task")
-    foreign = run.info.get("format") == "foreign"
+    if run.info.get("format") == "foreign" and not (spec and run.info.get("model")):
+        lacking = " and ".join(w for w, ok in (("model spec", run.info.get("model")), ("task", spec)) if not ok)
+        raise ConfigError(f"no {lacking} for this folder (it has no semgraph run.json)", path=run.path,
+                          stage="analyze", fix="pass --model package.module:function and --task modular-addition "
+                                               "--p P (with --train-pairs FILE), or --run-spec FILE")
     if not spec:
-        raise ConfigError("run.json has no task, so there is no probe set" if not foreign else
-                          "no task given for this folder (it has no semgraph run.json)",
-                          path=run.path / "run.json" if not foreign else run.path, stage="analyze",
-                          fix="record the run with task_spec=... (e.g. ModularAddition.spec())" if not foreign else
-                          "pass --task modular-addition --p P (and --train-pairs FILE), or --run-spec FILE")
-    if not run.info.get("model"):
-        raise ConfigError("no model spec for this folder (it has no semgraph run.json)", path=run.path,
-                          stage="analyze", fix="pass --model package.module:function (or --run-spec FILE)")
+        raise ConfigError("run.json has no task, so there is no probe set", path=run.path / "run.json",
+                          stage="analyze", fix="record the run with task_spec=... (e.g. ModularAddition.spec())")
     task = task_from_spec(spec)
     return task, analysis_settings(task.analysis_defaults(), run.info)
 

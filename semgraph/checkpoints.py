@@ -66,7 +66,10 @@ def name_pattern(name: str) -> str:
     stem = _stem(name)
     m = _step_match(stem)
     if m:
-        stem = stem[: m.start(1)] + "#" + stem[m.end(1):]
+        start = m.start(1)
+        while start > 0 and stem[start - 1] == "0":  # zero padding belongs to the step
+            start -= 1
+        stem = stem[:start] + "#" + stem[m.end(1):]
     return _EPOCH.sub(r"\1#", stem)
 
 
@@ -255,6 +258,8 @@ def _scan(folder: Path, name: str, depth: int, runs: list[Run], trust: bool) -> 
                 for extra in ("pytorch_model.bin", "model.safetensors"):
                     if (entry / extra).exists() and entry / extra != weights[0]:
                         ignored.append(f"{entry / extra} (used {weights[0].name})")
+                ignored += [str(f) for f in sorted(entry.iterdir())
+                            if f.name.endswith(CHECKPOINT_SUFFIXES) and NOT_WEIGHTS.match(_stem(f.name))]
             elif entry.name.endswith(CHECKPOINT_SUFFIXES):
                 stem = _stem(entry.name)
                 if NOT_WEIGHTS.match(stem):
@@ -325,7 +330,7 @@ def _step_from_inside(c: _Candidate, problems: list[str], trust: bool) -> list[_
             _, meta = formats.safetensors_header(c.path)
             step = formats.step_from_meta(meta)
             if step is not None:
-                return [_Candidate(c.name, c.path, c.format, step, c.pattern)]
+                return [_Candidate(c.name, c.path, c.format, step, "#metadata")]
         elif c.format == formats.TORCH:
             obj = formats.torch_load(c.path, trust=trust, mmap=True)
             entries = formats.multi_entries(obj)
@@ -344,7 +349,7 @@ def _step_from_inside(c: _Candidate, problems: list[str], trust: bool) -> list[_
             if isinstance(obj, Mapping) and not formats.is_state_dict(obj):
                 step = formats.step_from_meta(formats.scalars(obj))
                 if step is not None:
-                    return [_Candidate(c.name, c.path, c.format, step, c.pattern)]
+                    return [_Candidate(c.name, c.path, c.format, step, "#metadata")]
     except CorruptCheckpointError as exc:
         problems.append(f"{c.path}: no step number in the name, and the file cannot be opened to look inside "
                         f"({exc.kind}); skipped")

@@ -3,8 +3,8 @@
 For each run: its steps in order, formats, the model signature (tensor names and shapes, read from
 safetensors headers or from the pickle structure with tensor data memory-mapped, never read), steps whose
 signature differs, files that could not be opened (classified), duplicate and unparseable steps, files
-recognised as not being weights. ``--hash`` also hashes every file to flag identical checkpoints (this
-reads the bytes, still without running a model).
+recognised as not being weights. ``--hash`` also hashes every checkpoint's tensors to flag identical
+checkpoints at different steps (this reads the weights, still without running a model).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from semgraph import formats
-from semgraph.checkpoints import CheckpointRef, Run, discover, file_sha256
+from semgraph.checkpoints import CheckpointRef, Run, discover
 from semgraph.errors import CorruptCheckpointError
 
 
@@ -65,11 +65,10 @@ def inspect_run(run: Run, *, hash_files: bool = False) -> dict[str, Any]:
         named = formats.metric_names(meta)
         if named:
             metrics[ref.step] = named
-        if hash_files:
-            digest = "+".join(file_sha256(f) for f in ref.files)
-            if ref.key is not None:
-                digest += f"[{ref.key}]"
-            hashes.setdefault(digest, []).append(ref.step)
+        if hash_files:  # content of the tensors (torch.save files differ byte-wise even for equal weights)
+            from semgraph.checkpoints import load_checkpoint
+            from semgraph.extract import weights_sha256
+            hashes.setdefault(weights_sha256(load_checkpoint(ref).state), []).append(ref.step)
     problems = list(run.problems)
     signatures = sorted(sigs.values(), key=lambda e: -len(e["steps"]))
     if len(signatures) > 1:
@@ -84,7 +83,7 @@ def inspect_run(run: Run, *, hash_files: bool = False) -> dict[str, Any]:
         problems.append(f"step {f['step']}: {f['error']}")
     identical = [steps for steps in hashes.values() if len(steps) > 1]
     for steps in identical:
-        problems.append(f"steps {steps} are byte-identical checkpoints")
+        problems.append(f"steps {steps} hold identical weights (a duplicated checkpoint?)")
     out = {"run": run.name, "path": str(run.path), "checkpoints": len(run.checkpoints), "steps": run.steps,
            "formats": run.formats, "signatures": [{k: v for k, v in s.items() if k != "shapes"} | {
                "example_shapes": dict(list(s["shapes"].items())[:6])} for s in signatures],

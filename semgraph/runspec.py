@@ -37,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fourier-param", help="weight whose token axis the Fourier probe reads (e.g. mlp.W_in)")
     g.add_argument("--fourier-token-axis", type=int, default=None, help="token axis of --fourier-param")
     g.add_argument("--neuron-hook", help="hook/module whose outputs are the neurons for the Fourier probe")
+    g.add_argument("--linear-hook", help="hook/module for the linear 'a+b mod p' probe (slow; off by default "
+                                         "with --hooks)")
     g.add_argument("--payload", help="container entry holding the weights when several could (e.g. ema)")
     g.add_argument("--trust-checkpoints", action="store_true",
                    help="allow full unpickling of torch checkpoints (only for files you trust)")
@@ -106,7 +108,7 @@ def from_args(args: argparse.Namespace) -> dict[str, Any] | None:
         params = (params or []) + ([fparam] if fparam not in (params or []) else [])
     if params:
         analysis["params"] = params
-    if hooks or fparam:
+    if hooks or fparam or getattr(args, "linear_hook", None):
         probes = [["output", {}]]
         neuron = getattr(args, "neuron_hook", None)
         if fparam:
@@ -114,8 +116,8 @@ def from_args(args: argparse.Namespace) -> dict[str, Any] | None:
             if getattr(args, "fourier_token_axis", None) is not None:
                 fourier["token_axis"] = args.fourier_token_axis
             probes.append(["fourier", fourier])
-        if hooks:
-            probes.append(["linear", {"concept": "a+b mod p", "hook": hooks[0]}])
+        if getattr(args, "linear_hook", None):
+            probes.append(["linear", {"concept": "a+b mod p", "hook": args.linear_hook}])
         analysis["probes"] = probes
     if analysis:
         spec["analysis"] = analysis
