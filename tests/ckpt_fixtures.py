@@ -405,6 +405,33 @@ def _duplicates(d: Path) -> Fixture:
     return Fixture("duplicate-steps", d, mlp_model, {d.name: exp}, problems=["step 300 appears 2 times"])
 
 
+def save_as_if_cuda(obj: Any, path: Path) -> None:
+    """torch.save, then mark every storage as saved from 'cuda:0' (as a GPU training job writes it)."""
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zout:
+        for n in zin.namelist():
+            data = zin.read(n)
+            if n.endswith("data.pkl"):
+                assert b"X\x03\x00\x00\x00cpu" in data
+                data = data.replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
+            zout.writestr(n, data)
+    path.write_bytes(out.getvalue())
+
+
+def _cuda_saved(d: Path) -> Fixture:
+    d.mkdir(parents=True)
+    exp = {}
+    for i, step in enumerate([0, 100]):
+        s = mlp_state(1000 + i)
+        save_as_if_cuda({"model": s, "step": step}, d / f"step_{step}.pt")
+        exp[step] = s
+    return Fixture("cuda-saved", d, mlp_model, {d.name: exp})
+
+
 BUILDERS: dict[str, Callable[[Path], Fixture]] = {
     "pt-prefixes": _pt_prefixes, "zero-padding": _zero_pad,
     "hf-safetensors": lambda d: _hf(d, "safetensors"), "hf-sharded-safetensors": lambda d: _hf(d, "sharded-safetensors"),
@@ -412,5 +439,5 @@ BUILDERS: dict[str, Callable[[Path], Fixture]] = {
     "lightning": _lightning, "containers": _containers, "multi": _multi, "legacy-tl": _legacy_tl,
     "low-precision": _low_precision, "tied": _tied, "seeds": _seeds, "trust": _trust,
     "trust-refused": _needs_trust_refused, "corrupt": _corrupt, "shape-change": _shape_change, "keys": _keys,
-    "payload": _payload, "missing-shard": _missing_shard, "duplicates": _duplicates,
+    "payload": _payload, "missing-shard": _missing_shard, "duplicates": _duplicates, "cuda-saved": _cuda_saved,
 }
