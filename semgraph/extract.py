@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from semgraph.capture import capture, check_fired, output_tensor, select_position
 from semgraph.checkpoints import CheckpointRef, Run, file_sha256, load_checkpoint
-from semgraph.errors import CheckpointError, CorruptCheckpointError
+from semgraph.errors import CheckpointError, ConfigError, CorruptCheckpointError
 from semgraph.models import build_model, load_weights
 from semgraph.store import ActivationStore
 from semgraph.tasks.base import ProbeSet
@@ -79,6 +79,7 @@ def extract_run(run: Run, probe_set: ProbeSet, cfg: CaptureConfig, store: Activa
             if model is None:
                 model = build_model(run.info["model"])
                 model.eval()
+                _check_params(model, cfg, run)
             notes = loaded.notes + load_weights(model, state, source=ref.label)
         except CheckpointError as exc:
             kind = getattr(exc, "kind", "keys")
@@ -119,3 +120,13 @@ def extract_run(run: Run, probe_set: ProbeSet, cfg: CaptureConfig, store: Activa
         report.captured.append((run.name, ref.step))
     del model
     return report
+
+
+def _check_params(model: torch.nn.Module, cfg: CaptureConfig, run: Run) -> None:
+    """Weights the probes need must exist in the model (a wrong name is a config error, not a KeyError)."""
+    names = set(model.state_dict())
+    missing = [n for n in cfg.params if n not in names]
+    if missing:
+        raise ConfigError(f"the model has no weights named {missing} (it has e.g. {sorted(names)[:6]})",
+                          path=run.path, stage="capture",
+                          fix="pass --params / --fourier-param with names from the model's state dict")

@@ -122,10 +122,10 @@ def _check_torch_file(path: Path) -> None:
                                      fix="restore the file or remove it from the folder")
     size = path.stat().st_size
     if size == 0:
-        raise CorruptCheckpointError("file is empty (0 bytes)", kind="truncated", path=path,
+        raise CorruptCheckpointError("truncated: file is empty (0 bytes)", kind="truncated", path=path,
                                      stage="load checkpoint", fix="re-save this checkpoint or delete it")
     if _is_zip(path) and not zipfile.is_zipfile(path):
-        raise CorruptCheckpointError(f"zip archive is cut short ({size} bytes, no central directory)",
+        raise CorruptCheckpointError(f"truncated: zip archive is cut short ({size} bytes, no central directory)",
                                      kind="truncated", path=path, stage="load checkpoint",
                                      fix="the save was interrupted (killed job, full disk): re-save or delete it")
 
@@ -188,7 +188,7 @@ def safetensors_header(path: str | Path) -> tuple[dict[str, tuple[tuple[int, ...
     end = max((v["data_offsets"][1] for v in header.values()), default=0)
     if 8 + n + end > path.stat().st_size:
         raise CorruptCheckpointError(
-            f"file is cut short: header promises {8 + n + end} bytes, file has {path.stat().st_size}",
+            f"truncated: header promises {8 + n + end} bytes, file has {path.stat().st_size}",
             kind="truncated", path=path, stage="inspect",
             fix="the save was interrupted (killed job, full disk): re-save or delete it")
     return {k: (tuple(v["shape"]), v["dtype"]) for k, v in header.items()}, meta

@@ -106,8 +106,8 @@ def from_args(args: argparse.Namespace) -> dict[str, Any] | None:
         analysis["hooks"] = hooks
     if fparam:
         params = (params or []) + ([fparam] if fparam not in (params or []) else [])
-    if params:
-        analysis["params"] = params
+    if params or hooks:  # own probes: the task's default weights (e.g. embed.weight) are not needed
+        analysis["params"] = params or []
     if hooks or fparam or getattr(args, "linear_hook", None):
         probes = [["output", {}]]
         neuron = getattr(args, "neuron_hook", None)

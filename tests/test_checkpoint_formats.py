@@ -3,8 +3,6 @@ with a one-line message naming the file and the fix. No fixture loads a wrong mo
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -150,16 +148,21 @@ def test_inspect_200_checkpoints_reads_headers_only(tmp_path):
     assert safetensors_header(tmp_path / "step_0.safetensors")[0] == {"w": ((n,), "F32")}
 
 
-def test_cli_inspect_json_and_one_line_errors(fixtures_root, tmp_path):
+def test_cli_inspect_json_and_one_line_errors(fixtures_root, tmp_path, capsys):
+    from semgraph.cli import main
     fx = BUILDERS["hf-safetensors"](fixtures_root / "cli-hf")
-    r = subprocess.run([sys.executable, "-m", "semgraph.cli", "inspect", str(fx.folder), "--json"],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    rep = json.loads(r.stdout)
+    assert main(["inspect", str(fx.folder), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
     assert rep["runs"][0]["steps"] == [500, 1000, 1500]
     assert any("optimizer.pt" in f for f in rep["runs"][0]["ignored"])
     # no model spec for a foreign folder: one line, names the folder and the fix
-    r = subprocess.run([sys.executable, "-m", "semgraph.cli", "analyze", str(fx.folder), "--out",
-                        str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
-    lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2 and len(lines) == 1 and str(fx.folder) in lines[0] and "--model" in lines[0], r.stderr
+    assert main(["analyze", str(fx.folder), "--out", str(tmp_path / "out")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and str(fx.folder) in lines[0] and "--model" in lines[0], lines
+    # a truncated checkpoint with --strict: fatal, one line naming the file
+    fx = BUILDERS["corrupt"](fixtures_root / "cli-corrupt")
+    code = main(["analyze", str(fx.folder), "--out", str(tmp_path / "out2"), "--strict", "--model",
+                 "semgraph.tasks.mlp_modadd:onehot_mlp", "--model-kwargs", json.dumps({"p": P, "d_mlp": 8}),
+                 "--task", "modular-addition", "--p", str(P), "--hooks", "mlp.hook_post"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "step_1.pt" in lines[-1] and "truncated" in lines[-1] and "Fix:" in lines[-1], lines

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +25,16 @@ EXTERNAL = next((p for p in EXTERNAL_CANDIDATES if (p / "README.md").exists()), 
 needs_external = pytest.mark.skipif(EXTERNAL is None, reason="../shared/external/modadd-mlp-p23 not present")
 
 
-def _cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "semgraph.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
+def _cli(*args) -> tuple[int, str]:
+    """Run the `semgraph` command in-process (same argument parsing and error handling); (status, stderr)."""
+    import contextlib
+    import io
+
+    from semgraph.cli import main
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main([str(a) for a in args])
+    return code, err.getvalue()
 
 
 # ---- the reference run in three formats -------------------------------------------------------------------------
@@ -68,8 +73,8 @@ def test_same_graph_from_three_formats(tiny_run_master, tmp_path):
     manifest = json.loads((tmp_path / "out-pt" / "store" / "manifest.json").read_text())
     assert all("stripped key prefixes 'module.'" in e["notes"] for e in manifest["entries"].values())
     # the CLI takes the same spec from a file
-    r = _cli("analyze", pt, "--out", tmp_path / "out-pt", "--run-spec", spec_file)
-    assert r.returncode == 0, r.stderr
+    code, err = _cli("analyze", pt, "--out", tmp_path / "out-pt", "--run-spec", spec_file)
+    assert code == 0, err
 
 
 # ---- a plain nn.Module run, hooks by module name ----------------------------------------------------------------
@@ -101,11 +106,11 @@ def test_plain_mlp_end_to_end_with_module_hooks(tmp_path):
     run = tmp_path / "mlp-run"
     task = _train_mlp(run)
     out = tmp_path / "out"
-    r = _cli("analyze", run, "--out", out, "--model", "semgraph.tasks.mlp_modadd:onehot_mlp",
+    code, err = _cli("analyze", run, "--out", out, "--model", "semgraph.tasks.mlp_modadd:onehot_mlp",
              "--model-kwargs", json.dumps({"p": 11, "d_mlp": 48}), "--task", "modular-addition", "--p", 11,
              "--train-fraction", 0.5, "--seed", 1, "--hooks", "mlp.hook_pre,mlp.hook_post",
              "--fourier-param", "mlp.W_in", "--fourier-token-axis", 1, "--neuron-hook", "mlp.hook_post")
-    assert r.returncode == 0, r.stderr
+    assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
     info = summary["runs"]["mlp-run"]
     assert info["checkpoints analysed"] == 11
