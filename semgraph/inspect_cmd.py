@@ -17,11 +17,19 @@ from semgraph.checkpoints import CheckpointRef, Run, discover
 from semgraph.errors import CorruptCheckpointError
 
 
+_ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+              "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+def _dtype(name: str) -> str:
+    return _ST_DTYPES.get(name, name.lower())
+
+
 def tensor_shapes(ref: CheckpointRef) -> tuple[dict[str, tuple[int, ...]], set[str], dict[str, Any]]:
     """(name -> shape, dtypes, stored scalars) of one checkpoint, without reading tensor data."""
     if ref.format == formats.SAFETENSORS:
         header, meta = formats.safetensors_header(ref.path)
-        return {k: v[0] for k, v in header.items()}, {v[1] for v in header.values()}, dict(meta)
+        return {k: v[0] for k, v in header.items()}, {_dtype(v[1]) for v in header.values()}, dict(meta)
     if ref.format in (formats.SAFETENSORS_SHARDED, formats.TORCH_SHARDED):
         weight_map = formats.read_index(ref.path)
         shapes: dict[str, tuple[int, ...]] = {}
@@ -30,7 +38,7 @@ def tensor_shapes(ref: CheckpointRef) -> tuple[dict[str, tuple[int, ...]], set[s
             if ref.format == formats.SAFETENSORS_SHARDED:
                 header, _ = formats.safetensors_header(ref.path.parent / shard)
                 shapes.update({k: v[0] for k, v in header.items()})
-                dtypes |= {v[1] for v in header.values()}
+                dtypes |= {_dtype(v[1]) for v in header.values()}
             else:
                 state = formats.to_state_dict(formats.torch_load(ref.path.parent / shard, trust=ref.trust,
                                                                  mmap=True), ref.path.parent / shard).state

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ckpt_fixtures import BUILDERS, MLP_SPEC, P, mlp_state
+from ckpt_fixtures import BUILDERS, P, mlp_state, prefixed
 from semgraph.checkpoints import discover, load_checkpoint, name_pattern, parse_step
 from semgraph.errors import CheckpointError, CorruptCheckpointError
 from semgraph.formats import safetensors_header
@@ -166,3 +166,20 @@ def test_cli_inspect_json_and_one_line_errors(fixtures_root, tmp_path, capsys):
                  "--task", "modular-addition", "--p", str(P), "--hooks", "mlp.hook_post"])
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "step_1.pt" in lines[-1] and "truncated" in lines[-1] and "Fix:" in lines[-1], lines
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(["module.", "_orig_mod.", "model."]), max_size=4), st.integers(0, 10**6))
+def test_any_nesting_of_wrapper_prefixes_is_undone_exactly(chain, seed):
+    from ckpt_fixtures import mlp_model
+    saved = mlp_state(seed % 1000)
+    state = saved
+    for p in reversed(chain):
+        state = prefixed(state, p)
+    model = mlp_model()
+    load_weights(model, state)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, saved[k])
