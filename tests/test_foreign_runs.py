@@ -183,7 +183,8 @@ def test_external_series_nodes_follow_the_recorded_stages(tmp_path):
     res = analyze(EXTERNAL, tmp_path / "out", progress=False, run_spec=external_spec())
     info = res.summary["runs"]["modadd-mlp-p23"]
     assert info["checkpoints analysed"] == 71
-    assert info["max |recomputed - logged| test acc"] <= 2 / 133 and info["max |recomputed - logged| train acc"] <= 2 / 396
+    assert info["max |recomputed - logged| test acc"] <= 2 / 133 + 1e-9      # measured 0 and 2/396 (step 600)
+    assert info["max |recomputed - logged| train acc"] <= 2 / 396 + 1e-9
     G = res.graph
     path = info["path"]
     assert len(path) == len(set(path)) >= 3, path                       # a multi-stage run, no revisits
