@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="list runs, steps, formats, model signature and problems (no model run)")
     i.add_argument("folder")
     i.add_argument("--json", action="store_true", help="print the report as JSON")
-    i.add_argument("--hash", action="store_true", help="hash every file to flag identical checkpoints")
+    i.add_argument("--hash", action="store_true",
+                   help="hash every checkpoint's tensors to flag identical ones (reads weights, runs no model)")
     i.add_argument("--trust-checkpoints", action="store_true",
                    help="allow full unpickling of torch checkpoints (only for files you trust)")
     i.set_defaults(func=cmd_inspect)
