@@ -87,10 +87,19 @@ def torch_load(path: str | Path, *, trust: bool = False, mmap: bool = False) -> 
     except pickle.UnpicklingError as exc:
         if "weights only load failed" not in str(exc).lower():
             raise _classify(path, exc) from exc
+        refused = _unsafe_globals(path)
+        text = str(exc)
+        tail = text[text.find("WeightsUnpickler error:") + len("WeightsUnpickler error:"):] \
+            if "WeightsUnpickler error:" in text else ""
+        reason = next((ln.strip() for ln in tail.splitlines() if ln.strip()), "")
+        if not refused and "unsupported global" not in reason.lower():  # not an allowlist matter: damaged
+            raise CorruptCheckpointError(f"cannot unpickle the checkpoint ({reason[:200] or 'invalid pickle'})",
+                                         kind="unpickling", path=path, stage="load checkpoint",
+                                         fix="the file is damaged or not a torch checkpoint: re-save or delete it"
+                                         ) from None
         if not trust:
-            refused = _unsafe_globals(path)
             raise CorruptCheckpointError(
-                f"safe loading (weights_only) refused the pickled objects {refused or '(see torch message)'}",
+                f"safe loading (weights_only) refused the pickled objects {refused or reason[:200]}",
                 kind="unpickling", path=path, stage="load checkpoint", fix=TRUST_FIX) from None
     except Exception as exc:  # noqa: BLE001  (torch raises RuntimeError, EOFError, ValueError, OSError...)
         raise _classify(path, exc) from exc

@@ -130,8 +130,12 @@ def format_report(report: dict[str, Any]) -> str:
                          + _fmt(first) + f"; step {steps[-1]}: " + _fmt(last))
         for p in r["problems"]:
             lines.append(f"  problem: {p}")
+        by_name: dict[str, int] = {}
         for f in r["ignored"]:
-            lines.append(f"  ignored (not weights): {f}")
+            by_name[Path(f.split(" (")[0]).name] = by_name.get(Path(f.split(" (")[0]).name, 0) + 1
+        if by_name:
+            lines.append("  ignored (not weights): " + ", ".join(f"{n}" + (f" x{c}" if c > 1 else "")
+                                                              for n, c in sorted(by_name.items())))
     return "\n".join(lines)
 
 
