@@ -277,6 +277,8 @@ def to_state_dict(obj: Any, path: Path, *, payload: str | None = None) -> Loaded
         return Loaded(inner.state, {**scalars(obj), **inner.meta}, [f"payload {payload!r}"] + inner.notes)
     if is_state_dict(obj):
         return Loaded(_tensors(obj))
+    if isinstance(obj, torch.nn.Module):  # torch.save(model): only reachable with --trust-checkpoints
+        return Loaded(dict(obj.state_dict()), notes=[f"pickled {type(obj).__name__} object: used its state_dict()"])
     if isinstance(obj, Mapping):
         candidates = [k for k in obj if isinstance(k, str) and is_state_dict(obj[k])]
         if not candidates:  # one more level: {"model": {"state_dict": {...}}}
