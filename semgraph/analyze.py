@@ -42,9 +42,12 @@ class AnalysisResult:
 
 def analyze(run_dir: str | Path, out: str | Path, *, strict: bool = False, progress: bool = True,
             probes: Sequence[Probe] | None = None, signature: Sequence[str] | None = None,
-            max_states: int = 8, batch_size: int = 1024) -> AnalysisResult:
+            max_states: int = 8, batch_size: int = 1024, run_spec: dict[str, Any] | None = None,
+            trust: bool = False, payload: str | None = None) -> AnalysisResult:
+    """Analyze a run folder. ``run_spec`` (see semgraph.runspec) gives folders without run.json their
+    model, task and analysis settings; ``trust`` allows full unpickling of torch checkpoints."""
     out = Path(out)
-    runs = discover(run_dir)
+    runs = discover(run_dir, run_spec, trust=trust, payload=payload)
     for run in runs:
         for problem in run.problems:
             warnings.warn(problem, stacklevel=2)
@@ -78,12 +81,19 @@ def _sid(store: ActivationStore, run: Run, step: int) -> str:
 
 
 def _task_for(run: Run):
+    from semgraph.runspec import analysis_settings
+
     spec = run.info.get("task")
+    if run.info.get("format") == "foreign" and not (spec and run.info.get("model")):
+        lacking = " and ".join(w for w, ok in (("model spec", run.info.get("model")), ("task", spec)) if not ok)
+        raise ConfigError(f"no {lacking} for this folder (it has no semgraph run.json)", path=run.path,
+                          stage="analyze", fix="pass --model package.module:function and --task modular-addition "
+                                               "--p P (with --train-pairs FILE), or --run-spec FILE")
     if not spec:
         raise ConfigError("run.json has no task, so there is no probe set", path=run.path / "run.json",
                           stage="analyze", fix="record the run with task_spec=... (e.g. ModularAddition.spec())")
     task = task_from_spec(spec)
-    return task, task.analysis_defaults()
+    return task, analysis_settings(task.analysis_defaults(), run.info)
 
 
 def _states_and_graph(rows: list[dict[str, Any]], sig_keys: Sequence[str], max_states: int,
@@ -128,13 +138,14 @@ def _write_outputs(result: AnalysisResult, runs: Sequence[Run]) -> None:
         if not run_rows:
             continue
         files[f"png:{run.name}"] = plot_run(G, rows, run.name, out / f"landscape_{run.name}.png")
-        stored = read_metrics(run.path)
+        stored = read_metrics(run.path) or _stored_in_checkpoints(result.out / "store", run)
         summary["runs"][run.name] = {
             "path": node_path(G, run.name),
             "t_mem (train acc >= 0.99)": grokking_step(run_rows, "output.train_acc", 0.99),
             "t_grok (test acc >= 0.95)": grokking_step(run_rows, "output.test_acc", 0.95),
             "checkpoints analysed": len(run_rows),
             "max |recomputed - logged| test acc": _agreement(run_rows, stored, "test_acc"),
+            "max |recomputed - logged| train acc": _agreement(run_rows, stored, "train_acc"),
         }
     summary["store"] = {"captured": len(result.extract.captured), "reused": len(result.extract.reused),
                         "failed": [f"{r}@{s}: {e}" for r, s, e in result.extract.failed],
@@ -147,6 +158,20 @@ def _write_outputs(result: AnalysisResult, runs: Sequence[Run]) -> None:
     result.summary = summary
     from semgraph.report import write_report
     files["report"] = write_report(out)
+
+
+def _stored_in_checkpoints(store_root: Path, run: Run) -> dict[int, dict[str, float]]:
+    """Metrics a foreign training script saved inside each checkpoint (recorded in the store manifest)."""
+    from semgraph.formats import metric_names
+
+    entries = ActivationStore(store_root).manifest["entries"]
+    out = {}
+    for ref in run.checkpoints:
+        stored = entries.get(ActivationStore.key(run.name, ref.step), {}).get("stored") or {}
+        named = metric_names(stored)
+        if named:
+            out[ref.step] = named
+    return out
 
 
 def _agreement(rows: Sequence[dict[str, Any]], stored: dict[int, dict[str, float]], key: str) -> float | None:

@@ -32,8 +32,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from semgraph.analyze import analyze
 
+    from semgraph import runspec
+
     res = analyze(args.run_dir, args.out, strict=args.strict, max_states=args.max_states,
-                  batch_size=args.batch_size)
+                  batch_size=args.batch_size, run_spec=runspec.from_args(args),
+                  trust=args.trust_checkpoints, payload=args.payload)
     G, s = res.graph, res.summary
     print(f"\nlandscape: {G.number_of_nodes()} nodes, {G.number_of_edges()} edges "
           f"(store: {s['store']['captured']} captured, {s['store']['reused']} reused, "
@@ -49,6 +52,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     print("files:")
     for key, path in res.files.items():
         print(f"  {key:>14}: {path}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from semgraph.inspect_cmd import format_report, inspect_folder
+
+    report = inspect_folder(args.folder, trust=args.trust_checkpoints, hash_files=args.hash)
+    if args.json:
+        import json
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(format_report(report))
     return 0
 
 
@@ -100,7 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--strict", action="store_true", help="a corrupt checkpoint is fatal instead of skipped")
     a.add_argument("--max-states", type=int, default=8)
     a.add_argument("--batch-size", type=int, default=1024)
+    from semgraph.runspec import add_arguments as add_run_spec_arguments
+    add_run_spec_arguments(a)
     a.set_defaults(func=cmd_analyze)
+
+    i = sub.add_parser("inspect", help="list runs, steps, formats, model signature and problems (no model run)")
+    i.add_argument("folder")
+    i.add_argument("--json", action="store_true", help="print the report as JSON")
+    i.add_argument("--hash", action="store_true",
+                   help="hash every checkpoint's tensors to flag identical ones (reads weights, runs no model)")
+    i.add_argument("--trust-checkpoints", action="store_true",
+                   help="allow full unpickling of torch checkpoints (only for files you trust)")
+    i.set_defaults(func=cmd_inspect)
 
     e = sub.add_parser("export", help="convert a landscape graph file to another format")
     e.add_argument("graph")

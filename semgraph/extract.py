@@ -17,8 +17,8 @@ import torch
 from tqdm.auto import tqdm
 
 from semgraph.capture import capture, check_fired, output_tensor, select_position
-from semgraph.checkpoints import CheckpointRef, Run, file_sha256, read_state_dict
-from semgraph.errors import CheckpointError, CorruptCheckpointError
+from semgraph.checkpoints import CheckpointRef, Run, file_sha256, load_checkpoint
+from semgraph.errors import CheckpointError, ConfigError, CorruptCheckpointError
 from semgraph.models import build_model, load_weights
 from semgraph.store import ActivationStore
 from semgraph.tasks.base import ProbeSet
@@ -74,11 +74,13 @@ def extract_run(run: Run, probe_set: ProbeSet, cfg: CaptureConfig, store: Activa
             report.reused.append((run.name, ref.step))
             continue
         try:
-            state = read_state_dict(ref)
+            loaded = load_checkpoint(ref)
+            state = loaded.state
             if model is None:
                 model = build_model(run.info["model"])
                 model.eval()
-            load_weights(model, state, source=str(ref.path))
+                _check_params(model, cfg, run)
+            notes = loaded.notes + load_weights(model, state, source=ref.label)
         except CheckpointError as exc:
             kind = getattr(exc, "kind", "keys")
             if strict:
@@ -105,8 +107,9 @@ def extract_run(run: Run, probe_set: ProbeSet, cfg: CaptureConfig, store: Activa
             model_state = model.state_dict()
             for name in cfg.params:
                 w.put(f"params/{name}", model_state[name].detach().to("cpu", torch.float32).numpy())
-        entry = {"status": "done", "source": str(ref.path), "source_id": sid, "weights_sha256": whash,
-                 "file": str(store.path_for(run.name, ref.step).relative_to(store.root))}
+        entry = {"status": "done", "source": ref.label, "source_id": sid, "weights_sha256": whash,
+                 "file": str(store.path_for(run.name, ref.step).relative_to(store.root)),
+                 "format": ref.format, "notes": notes, "stored": loaded.meta}
         if whash in seen_hashes and seen_hashes[whash] != ref.step:
             entry["identical_to_step"] = seen_hashes[whash]
             report.duplicates.append((run.name, ref.step, seen_hashes[whash]))
@@ -117,3 +120,13 @@ def extract_run(run: Run, probe_set: ProbeSet, cfg: CaptureConfig, store: Activa
         report.captured.append((run.name, ref.step))
     del model
     return report
+
+
+def _check_params(model: torch.nn.Module, cfg: CaptureConfig, run: Run) -> None:
+    """Weights the probes need must exist in the model (a wrong name is a config error, not a KeyError)."""
+    names = set(model.state_dict())
+    missing = [n for n in cfg.params if n not in names]
+    if missing:
+        raise ConfigError(f"the model has no weights named {missing} (it has e.g. {sorted(names)[:6]})",
+                          path=run.path, stage="capture",
+                          fix="pass --params / --fourier-param with names from the model's state dict")

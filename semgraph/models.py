@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 import torch
 
-from semgraph.errors import CheckpointError, ConfigError
+from semgraph.errors import ConfigError, CorruptCheckpointError
 
 TL_NATIVE = "transformer-lens-native"
 
@@ -55,27 +55,31 @@ def call_factory(target: str, kwargs: Mapping[str, Any]) -> torch.nn.Module:
 
 
 def load_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor], *, source: str = "checkpoint",
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32) -> list[str]:
     """Copy ``state`` into ``model`` demanding exact coverage of parameters and buffers.
 
     Missing keys, unexpected keys and shape mismatches are errors naming the keys: a model left partly
-    random would otherwise be analysed silently. Floating tensors are upcast to ``dtype`` (fp16/bf16 on CPU).
+    random would otherwise be analysed silently. Wrapper prefixes, legacy HookedTransformer keys and tied
+    weights are handled by :func:`semgraph.faithful.fit_to_model`. Floating tensors are upcast to ``dtype``
+    (fp16/bf16 on CPU). Returns notes on what was done (prefixes stripped, weights re-tied, dtype upcast).
     """
+    from semgraph.faithful import fit_to_model
+
+    state, notes = fit_to_model(model, state, source=source)
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"keys do not match the model: missing {_few(missing)}, unexpected {_few(unexpected)}",
-            path=source, stage="load weights",
-            fix="check that the run's model spec matches the checkpoint (or pass the right --model factory)")
     bad = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
            for k, v in expected.items() if tuple(state[k].shape) != tuple(v.shape)]
     if bad:
-        raise CheckpointError(f"shape mismatch: {_few(bad)}", path=source, stage="load weights",
-                              fix="the checkpoint was saved from a different model size; fix the model spec")
+        raise CorruptCheckpointError(f"shape mismatch: {_few(bad)}", kind="shape", path=source,
+                                     stage="load weights",
+                                     fix="the checkpoint was saved from a different model size; fix the model spec")
+    low = sorted({str(v.dtype).replace("torch.", "") for v in state.values()
+                  if v.is_floating_point() and v.dtype != dtype})
+    if low:
+        notes.append(f"{'/'.join(low)} weights computed in {str(dtype).replace('torch.', '')}")
     converted = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
     model.load_state_dict(converted, strict=True)
+    return notes
 
 
 def _few(items: list[str], n: int = 5) -> str:
