@@ -54,8 +54,9 @@ def train_modular_addition(out: str | Path, recipe: ModAddRecipe, *, resume: boo
     model = build_model(spec)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay,
                             betas=tuple(recipe.betas))
-    start = _resume(rec, model, opt)
-    if start > recipe.steps:
+    resumed = _resume(rec, model, opt)   # step of the checkpoint we continue from, or None
+    start = 0 if resumed is None else resumed
+    if resumed is not None and resumed >= recipe.steps:
         return rec.run_dir
     ps = task.probe_set()
     x = torch.as_tensor(ps.inputs)
@@ -65,7 +66,7 @@ def train_modular_addition(out: str | Path, recipe: ModAddRecipe, *, resume: boo
     model.train()
     for step in tqdm(range(start, recipe.steps + 1), desc=f"train {Path(out).name}", unit="step",
                      disable=not progress, initial=start, total=recipe.steps + 1):
-        if rec.should_record(step):
+        if rec.should_record(step) and step != resumed:
             metrics = _metrics(model, x, y, tr)
             rec.record(step, model, metrics)
             _save_train_state(rec.run_dir, step, opt)
@@ -93,18 +94,21 @@ def _save_train_state(run_dir: Path, step: int, opt: torch.optim.Optimizer) -> N
         torch.save({"step": step, "optimizer": opt.state_dict(), "rng": torch.get_rng_state()}, tmp)
 
 
-def _resume(rec: Recorder, model: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
-    """Step to continue from: after the last checkpoint whose optimizer state was also saved, else 0."""
+def _resume(rec: Recorder, model: torch.nn.Module, opt: torch.optim.Optimizer) -> int | None:
+    """Load the last checkpoint whose optimizer state was saved too and return its step (None: start fresh).
+
+    Both were saved before that step's update, so training continues by doing that step's update.
+    """
     from semgraph.checkpoints import discover_run, read_state_dict
 
     state_path = rec.run_dir / TRAIN_STATE
     if not state_path.exists():
-        return 0
+        return None
     saved = torch.load(state_path, map_location="cpu", weights_only=True)
     refs = {c.step: c for c in discover_run(rec.run_dir).checkpoints}
     if saved["step"] not in refs:
-        return 0
+        return None
     load_weights(model, read_state_dict(refs[saved["step"]]), source=str(refs[saved["step"]].path))
     opt.load_state_dict(saved["optimizer"])
     torch.set_rng_state(saved["rng"])
-    return saved["step"] + 1
+    return int(saved["step"])
