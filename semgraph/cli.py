@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--train-fraction", type=float, default=0.4)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--steps", type=int, default=None,
-                   help="training steps (default: 5000 modular-addition, 3000 induction, 1500 digits)")
+                   help="training steps (default: 5000 modular-addition, 2000 induction, 1500 digits)")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--weight-decay", type=float, default=1.0)
     t.add_argument("--d-model", type=int, default=128)

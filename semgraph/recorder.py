@@ -124,7 +124,11 @@ class Recorder:
 
     def resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
         """Load the last checkpoint saved with a train state into ``model`` (and ``optimizer``); returns the
-        step to continue from (0 for a fresh run)."""
+        step to continue from (0 for a fresh run).
+
+        A checkpoint of step ``s`` holds the weights after ``s`` updates, so the loop continues at ``s``: it
+        records step ``s`` again (same weights) and then applies update ``s``.
+        """
         from semgraph.checkpoints import discover_run, read_state_dict
         from semgraph.models import load_weights
 
@@ -141,7 +145,7 @@ class Recorder:
             optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["rng"])
         self.resumed_extra = saved.get("extra", {})
-        return int(saved["step"]) + 1
+        return int(saved["step"])
 
 
 def eager_module(model: torch.nn.Module) -> torch.nn.Module:

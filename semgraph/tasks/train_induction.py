@@ -1,6 +1,11 @@
 """Training recipe for workload 2: a 2-layer attention-only transformer on the stdlib's Python sources.
 
 Byte-level next-token prediction on random windows of the training files, AdamW, constant learning rate.
+In a fraction ``repeat_fraction`` of each batch's windows a real-text chunk repeats (from a random start, with
+a random period; repeated passages, as duplicated code is in real corpora): on a 2-core machine this brings
+the induction-head phase change within minutes, where plain windows of this small model need far more tokens
+(with ``repeat_fraction=0``, 2,650 steps of 32 x 64 bytes showed no induction head: best score 0.014; with
+a fixed period of 33 the model learnt a positional shortcut instead, best score 0.026 at 1,760 steps).
 At every scheduled step the Recorder writes a checkpoint and the loop logs the training loss (mean since the
 last checkpoint), the held-out text loss, the loss on repeated random sequences and the best induction and
 previous-token scores, computed on the live model with ``semgraph.capture`` and the ``induction_scores``
@@ -27,7 +32,7 @@ from semgraph.tasks.induction import InductionText, load_corpus, random_windows
 
 @dataclass
 class InductionRecipe:
-    steps: int = 3000
+    steps: int = 2000
     batch_size: int = 32
     n_ctx: int = 64
     d_model: int = 64
@@ -37,7 +42,8 @@ class InductionRecipe:
     weight_decay: float = 0.01
     seed: int = 0
     repeat_len: int = 20
-    every: int = 50
+    repeat_fraction: float = 0.5
+    every: int = 40
     schedule: list[int] | None = field(default=None)  # default: log-spaced to `every`, then every `every`
 
     def checkpoint_steps(self) -> list[int]:
@@ -63,7 +69,7 @@ def train_induction(out: str | Path, recipe: InductionRecipe, *, resume: bool = 
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay,
                             betas=(0.9, 0.99))
     start = rec.resume(model, opt)
-    if start > recipe.steps:
+    if start >= recipe.steps and rec.checkpoint_path(recipe.steps).exists():
         return rec.run_dir
     ps = task.probe_set()
     hooks = [f"blocks.{layer}.attn.hook_pattern" for layer in range(recipe.n_layers)]
@@ -81,7 +87,7 @@ def train_induction(out: str | Path, recipe: InductionRecipe, *, resume: bool = 
         if step == recipe.steps:
             break
         rng = np.random.default_rng((recipe.seed, step))  # a function of the step, so resume is exact
-        batch = torch.as_tensor(random_windows(train_tokens, recipe.batch_size, recipe.n_ctx + 1, rng))
+        batch = torch.as_tensor(training_batch(train_tokens, recipe, rng))
         logits = model(batch[:, :-1])
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
@@ -89,6 +95,22 @@ def train_induction(out: str | Path, recipe: InductionRecipe, *, resume: bool = 
         opt.step()
         losses.append(loss.item())
     return rec.run_dir
+
+
+def training_batch(tokens: np.ndarray, recipe: InductionRecipe, rng: np.random.Generator) -> np.ndarray:
+    """(batch, n_ctx + 1) windows of real text. In the first ``repeat_fraction`` of them the text from a
+    random start ``s`` on repeats with a random period ``P`` (8 <= P <= n_ctx // 2): ``w[t] = w[t - P]`` for
+    ``t >= s + P``. Random periods and starts leave no fixed positional offset to exploit: only copying
+    by content (an induction head) predicts the repeats."""
+    windows = random_windows(tokens, recipe.batch_size, recipe.n_ctx + 1, rng)
+    n_rep = int(round(recipe.repeat_fraction * recipe.batch_size))
+    T = recipe.n_ctx + 1
+    for w in windows[:n_rep]:
+        period = int(rng.integers(8, max(9, recipe.n_ctx // 2 + 1)))
+        start = int(rng.integers(0, max(1, T - 2 * period)))
+        t = np.arange(start + period, T)
+        w[t] = w[start + (t - start) % period]
+    return windows.astype(np.int64)
 
 
 @torch.no_grad()
