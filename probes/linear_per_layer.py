@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from threadpoolctl import threadpool_limits
+
 from probes.base import ProbeContext, ProbeResult
 from probes.linear import LinearConceptProbe
 
@@ -31,6 +33,11 @@ class LinearPerLayerProbe:
 
     def compute(self, ctx: ProbeContext) -> ProbeResult:
         res = ProbeResult()
+        with threadpool_limits(1):  # small fits: BLAS threads only contend (10x slower on a busy machine)
+            self._compute(ctx, res)
+        return res
+
+    def _compute(self, ctx: ProbeContext, res: ProbeResult) -> None:
         for hook in self.hooks:
             probe = LinearConceptProbe(concept=self.concept, hook=hook, C=self.C, test_size=self.test_size,
                                        max_iter=self.max_iter, present_at=self.present_at,
@@ -39,4 +46,3 @@ class LinearPerLayerProbe:
             res.values.update({f"{hook}.{k}": v for k, v in r.values.items()})
             res.reasons.update({f"{hook}.{k}": v for k, v in r.reasons.items()})
             res.present.update({f"{key} @ {hook}": on for key, on in r.present.items()})
-        return res

@@ -40,10 +40,9 @@ def test_cli_train_digits_then_analyze(tmp_path, capsys):
     table = (tmp_path / "out" / "checkpoints.csv").read_text()
     for hook in ("fc1", "act1", "fc2", "act2"):            # hooks by module name, linear probe per layer
         assert f"linear_per_layer.{hook}.score" in table
-    logged = read_metrics(run)
-    rows = {int(r["step"]): r for r in json.loads((tmp_path / "out" / "landscape.json").read_text())
-            .get("graph", {}).get("trajectories", {}).get("digits", [])} if False else None
-    assert logged[40]["test_acc"] > 0.1                      # better than chance after 40 steps
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    # accuracy recomputed by the analysis from the checkpoints equals the one the training loop logged
+    assert summary["runs"]["digits"]["max |recomputed - logged| test acc"] < 1e-6
 
 
 def test_tiny_induction_run_analyses_with_patterns_at_every_position(tmp_path):
