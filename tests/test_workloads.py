@@ -83,5 +83,7 @@ def test_induction_phase_change_matches_a_landscape_transition(tmp_path):
     print(json.dumps(rep, indent=1))
     assert rep["node_before"] != rep["node_after"]
     assert rep["induction_max_after"] >= 0.3 > rep["induction_max_before"]
-    # the landscape's transition and the induction-score jump are at the same checkpoint (within one interval)
-    assert abs(rep["transition_step"] - rep["induction_jump_step"]) <= rep["checkpoint_interval"]
+    # the landscape's transition, the induction score's half-way rise and the fall of the loss on repeated
+    # sequences are at the same checkpoint (within one checkpoint interval)
+    assert abs(rep["transition_step"] - rep["induction_half_rise_step"]) <= rep["checkpoint_interval"]
+    assert abs(rep["transition_step"] - rep["repeat_loss_drop_step"]) <= rep["checkpoint_interval"]

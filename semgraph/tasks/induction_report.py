@@ -6,7 +6,8 @@
 - loss bump: the checkpoint that ends the largest fall of the loss on repeated random sequences (probe), and
   of the training loss the loop logged (mean since the previous checkpoint), after ``skip_until`` (the
   initial fall from chance dominates the first steps);
-- landscape transition: the change of node (Ward states of the probe signatures) nearest to the jump.
+- landscape transition: the change of node (Ward states of the probe signatures) nearest to the half-way
+  rise (robust when the rise is gradual; the largest single-interval rise is noisier and reported too).
 """
 from __future__ import annotations
 
@@ -48,8 +49,9 @@ def phase_change_report(rows: Sequence[dict[str, Any]], graph: nx.DiGraph,
     transitions = [int(steps[i]) for i in range(1, len(rows)) if nodes[i] != nodes[i - 1]]
     out["node_path"] = [n for i, n in enumerate(nodes) if i == 0 or n != nodes[i - 1]]
     out["transitions"] = transitions
-    if jump is not None and transitions:
-        t = min(transitions, key=lambda s: (abs(s - jump), s))
+    anchor = half_step if half_step is not None else jump
+    if anchor is not None and transitions:
+        t = min(transitions, key=lambda s: (abs(s - anchor), s))
         i = int(np.searchsorted(steps, t))
         before, after = nodes[i - 1], nodes[i]
         out.update(transition_step=t, node_before=before, node_after=after,

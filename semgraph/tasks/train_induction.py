@@ -38,7 +38,7 @@ class InductionRecipe:
     d_model: int = 64
     n_heads: int = 4
     n_layers: int = 2
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 0.01
     seed: int = 0
     repeat_len: int = 20
