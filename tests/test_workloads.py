@@ -24,12 +24,19 @@ def test_corpus_is_the_stdlib_split_by_file():
     assert len(train) > 5 * len(test) > 0 and train.max() < 128
 
 
-def test_training_batch_repeats_a_real_chunk():
+def test_training_batch_repeats_a_real_chunk_with_a_random_period():
     train, _, _ = load_corpus()
-    recipe = InductionRecipe(batch_size=8, n_ctx=16, repeat_fraction=0.5)
+    recipe = InductionRecipe(batch_size=8, n_ctx=64, repeat_fraction=0.5)
     b = training_batch(train, recipe, np.random.default_rng(0))
-    assert b.shape == (8, 17)
-    np.testing.assert_array_equal(b[:4, :8], b[:4, 9:17])   # chunk of 9 then its repeat, cut to 17
+    assert b.shape == (8, 65)
+
+    def periods(w):  # periods P (8..32) with which the window's last 2P tokens repeat
+        return [p for p in range(8, 33) if np.array_equal(w[-p:], w[-2 * p:-p])]
+
+    found = [periods(w) for w in b[:4]]
+    assert all(found)                                        # every repeated window repeats
+    assert len({f[0] for f in found}) > 1                    # with different periods: no fixed offset
+    assert not any(periods(w) for w in b[4:])                # plain real text does not
 
 
 def test_cli_train_digits_then_analyze(tmp_path, capsys):
