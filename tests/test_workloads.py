@@ -89,7 +89,8 @@ def test_induction_phase_change_matches_a_landscape_transition(tmp_path):
     rep = phase_change_report(res.rows, res.graph, read_metrics(run))
     print(json.dumps(rep, indent=1))
     assert rep["node_before"] != rep["node_after"]
-    assert rep["induction_max_after"] >= 0.3 > rep["induction_max_before"]
+    assert rep["induction_last"] >= 0.3 > rep["induction_first"]           # an induction head formed
+    assert rep["induction_max_after"] >= 2 * rep["induction_max_before"]   # ... between the two nodes
     # the landscape's transition, the induction score's half-way rise and the fall of the loss on repeated
     # sequences are at the same checkpoint (within one checkpoint interval)
     assert abs(rep["transition_step"] - rep["induction_half_rise_step"]) <= rep["checkpoint_interval"]
