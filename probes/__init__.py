@@ -1,14 +1,17 @@
 """semgraph's probe library: one module per probe family behind the protocol in ``probes.base``."""
 from probes.base import Probe, ProbeContext, ProbeResult
 from probes.fourier import FourierProbe
+from probes.induction_scores import InductionScoresProbe
 from probes.linear import LinearConceptProbe
+from probes.linear_per_layer import LinearPerLayerProbe
 from probes.output import OutputProbe
 
 __all__ = ["Probe", "ProbeContext", "ProbeResult", "OutputProbe", "FourierProbe", "LinearConceptProbe"]
 
 #: Probe families by name, so analyses and stored settings refer to probes by name (add yours here or pass
 #: an object that follows ``probes.base.Probe`` directly).
-REGISTRY = {"output": OutputProbe, "fourier": FourierProbe, "linear": LinearConceptProbe}
+REGISTRY = {"output": OutputProbe, "fourier": FourierProbe, "linear": LinearConceptProbe,
+            "induction_scores": InductionScoresProbe, "linear_per_layer": LinearPerLayerProbe}
 
 
 def make_probe(name: str, **params) -> Probe:

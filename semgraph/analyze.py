@@ -58,7 +58,8 @@ def analyze(run_dir: str | Path, out: str | Path, *, strict: bool = False, progr
     for run in runs:
         task, defaults = _task_for(run)
         probe_set = task.probe_set()
-        cfg = CaptureConfig(hooks=defaults["hooks"], params=defaults["params"], batch_size=batch_size)
+        cfg = CaptureConfig(hooks=defaults["hooks"], params=defaults["params"], batch_size=batch_size,
+                            position=defaults.get("position", -1))
         extract_run(run, probe_set, cfg, store, strict=strict, report=report, progress=progress)
         done = [c.step for c in run.checkpoints if store.is_done(run.name, c.step, _sid(store, run, c.step))]
         run_probes_list = list(probes) if probes is not None else \

@@ -19,6 +19,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from semgraph.schedule import parse_schedule
     from semgraph.tasks.train_modular_addition import ModAddRecipe, train_modular_addition
 
+    if args.task != "modular-addition":
+        return cmd_train_workload(args)
+    if args.steps is None:
+        args.steps = 5000
+
     recipe = ModAddRecipe(p=args.p, train_fraction=args.train_fraction, seed=args.seed, steps=args.steps,
                           lr=args.lr, weight_decay=args.weight_decay, d_model=args.d_model,
                           n_heads=args.n_heads, d_mlp=args.d_mlp)
@@ -26,6 +31,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         recipe.schedule = parse_schedule(args.schedule, args.steps)
     run_dir = train_modular_addition(args.out, recipe, resume=args.resume, threads=args.threads)
     print(f"run written to {run_dir} ({len(recipe.checkpoint_steps())} scheduled checkpoints)")
+    return 0
+
+
+def cmd_train_workload(args: argparse.Namespace) -> int:
+    """`semgraph train induction|digits`: the other reference workloads (issue 7)."""
+    from semgraph.schedule import parse_schedule
+
+    if args.task == "induction":
+        from semgraph.tasks.train_induction import InductionRecipe, train_induction
+        recipe = InductionRecipe(seed=args.seed, **({"steps": args.steps} if args.steps else {}))
+        if args.schedule:
+            recipe.schedule = parse_schedule(args.schedule, recipe.steps)
+        run_dir = train_induction(args.out, recipe, resume=args.resume, threads=args.threads)
+        n = len(recipe.checkpoint_steps())
+    else:
+        from semgraph.tasks.train_digits import DigitsRecipe, train_digits
+        recipe = DigitsRecipe(seed=args.seed, **({"steps": args.steps} if args.steps else {}))
+        if args.schedule:
+            recipe.schedule = args.schedule
+        run_dir = train_digits(args.out, recipe, resume=args.resume, threads=args.threads)
+        n = len(list((Path(run_dir) / "checkpoints").glob("*.safetensors")))
+    print(f"run written to {run_dir} ({n} checkpoints)")
     return 0
 
 
@@ -91,12 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a reference task with the recorder")
-    t.add_argument("task", choices=["modular-addition"])
+    t.add_argument("task", choices=["modular-addition", "induction", "digits"])
     t.add_argument("--out", required=True, help="run folder to write (checkpoints/<run>)")
     t.add_argument("--p", type=int, default=53)
     t.add_argument("--train-fraction", type=float, default=0.4)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--steps", type=int, default=5000)
+    t.add_argument("--steps", type=int, default=None,
+                   help="training steps (default: 5000 modular-addition, 2000 induction, 1500 digits)")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--weight-decay", type=float, default=1.0)
     t.add_argument("--d-model", type=int, default=128)

@@ -43,7 +43,9 @@ def call_factory(target: str, kwargs: Mapping[str, Any]) -> torch.nn.Module:
                           stage="build model", fix="pass e.g. --model mypkg.models:make_mlp")
     module_name, fn_name = target.split(":", 1)
     try:
-        fn = getattr(importlib.import_module(module_name), fn_name)
+        fn = importlib.import_module(module_name)
+        for part in fn_name.split("."):
+            fn = getattr(fn, part)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"cannot import model factory {target!r}: {exc}", stage="build model",
                           fix="make the module importable (pip install -e . or PYTHONPATH)") from exc
@@ -87,3 +89,13 @@ def _few(items: list[str], n: int = 5) -> str:
         return "none"
     more = f" (+{len(items) - n} more)" if len(items) > n else ""
     return ", ".join(items[:n]) + more
+
+
+def factory_spec(factory: Any, **kwargs: Any) -> dict[str, Any]:
+    """Model spec for any ``torch.nn.Module``: the importable function (or class) that builds it, and its
+    keyword arguments (JSON-serialisable), e.g. ``factory_spec(make_mlp, hidden=64)``."""
+    module, qualname = getattr(factory, "__module__", None), getattr(factory, "__qualname__", "")
+    if not module or not qualname or "<" in qualname:
+        raise ConfigError(f"{factory!r} cannot be imported by name (a lambda or a local function)",
+                          stage="record", fix="define the model factory at module level")
+    return {"builder": "factory", "factory": f"{module}:{qualname}", "kwargs": dict(kwargs)}

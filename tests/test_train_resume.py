@@ -9,7 +9,7 @@ import time
 import torch
 
 from semgraph.checkpoints import discover, read_state_dict
-from tests.conftest import TINY
+from conftest import TINY
 
 
 def test_killed_training_resumes_to_the_same_weights(tiny_run_master, tmp_path):

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from semgraph.errors import ConfigError
 from semgraph.tasks.base import ProbeSet, Task
+from semgraph.tasks.digits import Digits
+from semgraph.tasks.induction import InductionText
 from semgraph.tasks.modular_addition import ModularAddition
 
-TASKS: dict[str, type[Task]] = {ModularAddition.name: ModularAddition}
+TASKS: dict[str, type[Task]] = {ModularAddition.name: ModularAddition, InductionText.name: InductionText,
+                                Digits.name: Digits}
 
 
 def task_from_spec(spec: dict) -> Task:
@@ -18,4 +21,4 @@ def task_from_spec(spec: dict) -> Task:
     return TASKS[name](**params)
 
 
-__all__ = ["ProbeSet", "Task", "ModularAddition", "TASKS", "task_from_spec"]
+__all__ = ["ProbeSet", "Task", "ModularAddition", "InductionText", "Digits", "TASKS", "task_from_spec"]
