@@ -1,14 +1,19 @@
 """semgraph's probe library: one module per probe family behind the protocol in ``probes.base``."""
 from probes.base import Probe, ProbeContext, ProbeResult
 from probes.fourier import FourierProbe
+from probes.induction import InductionProbe
 from probes.linear import LinearConceptProbe
 from probes.output import OutputProbe
+from probes.similarity import CKAProbe
+from probes.weights import WeightStatsProbe
 
-__all__ = ["Probe", "ProbeContext", "ProbeResult", "OutputProbe", "FourierProbe", "LinearConceptProbe"]
+__all__ = ["Probe", "ProbeContext", "ProbeResult", "OutputProbe", "FourierProbe", "LinearConceptProbe",
+           "InductionProbe", "CKAProbe", "WeightStatsProbe"]
 
 #: Probe families by name, so analyses and stored settings refer to probes by name (add yours here or pass
 #: an object that follows ``probes.base.Probe`` directly).
-REGISTRY = {"output": OutputProbe, "fourier": FourierProbe, "linear": LinearConceptProbe}
+REGISTRY = {"output": OutputProbe, "fourier": FourierProbe, "linear": LinearConceptProbe,
+            "induction": InductionProbe, "cka": CKAProbe, "weights": WeightStatsProbe}
 
 
 def make_probe(name: str, **params) -> Probe:
