@@ -33,6 +33,7 @@ from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, Ridge
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from probes.base import ProbeContext, ProbeResult, finite_or_reason
 
@@ -42,14 +43,17 @@ KEYS = ("score", "control_score", "selectivity")
 class LinearConceptProbe(BaseEstimator):
     """Held-out decodability of ``concept`` from ``hook`` (scikit-learn estimator conventions).
 
-    ``C`` fixes the regularisation instead of cross-validating it (None: choose from ``Cs``).
+    ``C`` fixes the regularisation instead of cross-validating it (None: choose from ``Cs``). ``n_threads``
+    caps BLAS/OpenMP threads during the fit (1 by default: these probes are small, and on a shared machine
+    oversubscribed threads made a 53-class fit several times slower: benchmarks/linear_probe_threads.py);
+    None leaves them alone.
     """
 
     def __init__(self, concept: str = "a+b mod p", hook: str = "blocks.0.hook_resid_post", C: float | None = None,
                  test_size: float = 0.3, max_iter: int = 300, present_at: float = 0.9,
                  min_selectivity: float = 0.5, random_state: int = 0, kind: str = "logistic",
                  Cs: Sequence[float] = (0.01, 0.1, 1.0, 10.0), alphas: Sequence[float] = (0.1, 1.0, 10.0, 100.0),
-                 cv: int = 3):
+                 cv: int = 3, tol: float = 1e-3, n_threads: int | None = 1):
         self.concept = concept
         self.hook = hook
         self.C = C
@@ -62,6 +66,8 @@ class LinearConceptProbe(BaseEstimator):
         self.Cs = Cs
         self.alphas = alphas
         self.cv = cv
+        self.tol = tol
+        self.n_threads = n_threads
 
     @property
     def name(self) -> str:
@@ -114,16 +120,16 @@ class LinearConceptProbe(BaseEstimator):
         if self.kind == "ridge":
             est = Ridge(alpha=penalty) if penalty is not None else RidgeCV(alphas=list(self.alphas), cv=self._folds())
         elif penalty is not None:
-            est = LogisticRegression(C=penalty, max_iter=self.max_iter)
+            est = LogisticRegression(C=penalty, max_iter=self.max_iter, tol=self.tol)
         else:
-            est = LogisticRegressionCV(Cs=list(self.Cs), cv=self._folds(), max_iter=self.max_iter,
+            est = LogisticRegressionCV(Cs=list(self.Cs), cv=self._folds(), max_iter=self.max_iter, tol=self.tol,
                                        random_state=self.random_state)
         return make_pipeline(StandardScaler(), est)
 
     def _fit_score(self, X, y, penalty: float | None) -> tuple[float, bool, float]:
         Xtr, Xte, ytr, yte = self._split(X, y)
         model = self._model(penalty)
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, threadpool_limits(limits=self.n_threads):
             warnings.simplefilter("always", ConvergenceWarning)
             model.fit(Xtr, ytr)
         converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)

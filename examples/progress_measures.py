@@ -1,0 +1,67 @@
+"""Progress measures on a grokking run: are Nanda et al.'s claims true of this run?
+
+    python examples/progress_measures.py RUN_DIR --store STORE [--out progress.json] [--frac 0.5]
+
+RUN_DIR is a recorded modular-addition run (run.json + checkpoints). STORE is the HDF5 activation store of a
+`semgraph analyze` (OUT/store); checkpoints missing from it are captured into it first (resumable). Prints
+one row per checkpoint and the three claims with the steps that decide them; definitions in
+probes/progress.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from probes.progress import check_claims, measure_run
+from semgraph.checkpoints import discover
+from semgraph.errors import SemgraphError
+from semgraph.extract import CaptureConfig, extract_run
+from semgraph.io import atomic_write_json
+from semgraph.store import ActivationStore
+from semgraph.tasks import task_from_spec
+
+
+def progress_measures(run_dir: str | Path, store_dir: str | Path, frac: float = 0.5) -> tuple[list, dict]:
+    run = discover(run_dir)[0]
+    task = task_from_spec(run.info["task"])
+    defaults = task.analysis_defaults()
+    probe_set = task.probe_set()
+    store = ActivationStore(store_dir)
+    cfg = CaptureConfig(hooks=defaults["hooks"], params=defaults["params"])
+    extract_run(run, probe_set, cfg, store, progress=False)
+    steps = [c.step for c in run.checkpoints if store.path_for(run.name, c.step).exists()]
+    rows = measure_run(store, run.name, steps, probe_set, task.spec())
+    return rows, check_claims(rows, frac=frac)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dir")
+    ap.add_argument("--store", required=True, help="HDF5 store folder (e.g. results/store)")
+    ap.add_argument("--out", help="write rows and claims as JSON here")
+    ap.add_argument("--frac", type=float, default=0.5, help="event level (see probes/progress.py)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    try:
+        rows, claims = progress_measures(args.run_dir, args.store, args.frac)
+    except SemgraphError as exc:
+        print(f"progress_measures: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{'step':>6} {'train':>8} {'test':>8} {'restr':>8} {'excl':>8} {'gini':>6} {'q':>5}  key freqs")
+    for r in rows:
+        def f(x, w=8, d=3):
+            return f"{x:{w}.{d}f}" if x is not None else " " * (w - 1) + "-"
+        print(f"{r['step']:>6} {f(r['train_loss'])} {f(r['test_loss'])} {f(r['restricted_loss'])} "
+              f"{f(r['excluded_loss'])} {f(r['gini'], 6, 2)} {f(r['distance_irrelevance'], 5, 2)}  {r['key_freqs']}")
+    print(json.dumps(claims, indent=2))
+    if args.out:
+        atomic_write_json(args.out, {"rows": rows, "claims": claims})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
