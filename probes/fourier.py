@@ -181,6 +181,10 @@ class FourierProbe:
                 res.not_computed(key, bad)
             return res
         self._clock_or_pizza(res, logits, ctx.labels, a, b, p)
+        if self.fixed_frequencies is None and reason:
+            for key in ("restricted_loss", "excluded_loss"):
+                res.not_computed(key, f"no key frequencies to restrict to ({reason})")
+            return res
         use = list(self.fixed_frequencies) if self.fixed_frequencies is not None else keys
         proj = key_frequency_projection(logits, a, b, p, use)
         restricted = logits.mean(axis=0, keepdims=True) + proj
