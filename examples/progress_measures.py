@@ -1,6 +1,6 @@
 """Progress measures on a grokking run: are Nanda et al.'s claims true of this run?
 
-    python examples/progress_measures.py RUN_DIR --store STORE [--out progress.json] [--frac 0.5]
+    python examples/progress_measures.py RUN_DIR --store STORE [--out progress.json] [--level 0.5]
 
 RUN_DIR is a recorded modular-addition run (run.json + checkpoints). STORE is the HDF5 activation store of a
 `semgraph analyze` (OUT/store); checkpoints missing from it are captured into it first (resumable). Prints
@@ -28,7 +28,7 @@ from semgraph.store import ActivationStore
 from semgraph.tasks import task_from_spec
 
 
-def progress_measures(run_dir: str | Path, store_dir: str | Path, frac: float = 0.5, cka_hook: str | None = None
+def progress_measures(run_dir: str | Path, store_dir: str | Path, level: float = 0.5, cka_hook: str | None = None
                       ) -> tuple[list, dict]:
     run = discover(run_dir)[0]
     task = task_from_spec(run.info["task"])
@@ -39,7 +39,7 @@ def progress_measures(run_dir: str | Path, store_dir: str | Path, frac: float = 
     extract_run(run, probe_set, cfg, store, progress=False)
     steps = [c.step for c in run.checkpoints if store.path_for(run.name, c.step).exists()]
     rows = measure_run(store, run.name, steps, probe_set, task.spec())
-    claims = check_claims(rows, frac=frac)
+    claims = check_claims(rows, level=level)
     if cka_hook:
         t0 = time.perf_counter()
         matrix, reasons = cka_matrix(steps, store_loader(store, run.name, cka_hook), max_bytes=64 << 20)
@@ -57,13 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("run_dir")
     ap.add_argument("--store", required=True, help="HDF5 store folder (e.g. results/store)")
     ap.add_argument("--out", help="write rows and claims as JSON here")
-    ap.add_argument("--frac", type=float, default=0.5, help="event level (see probes/progress.py)")
+    ap.add_argument("--level", type=float, default=0.5, help="event level (see probes/progress.py)")
     ap.add_argument("--cka-hook", default="blocks.0.hook_resid_post",
                     help="also compute the streamed checkpoint x checkpoint CKA matrix of this hook ('' to skip)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     try:
-        rows, claims = progress_measures(args.run_dir, args.store, args.frac, args.cka_hook or None)
+        rows, claims = progress_measures(args.run_dir, args.store, args.level, args.cka_hook or None)
     except SemgraphError as exc:
         print(f"progress_measures: error: {exc}", file=sys.stderr)
         return 2

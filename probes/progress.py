@@ -4,13 +4,13 @@ For every stored checkpoint of a modular-addition run: the Fourier probe's own k
 restricted and excluded loss computed with the FINAL checkpoint's key frequencies (so every checkpoint is
 measured against the circuit the network ends with), next to train/test loss from the output probe.
 
-Event definitions (``frac`` default 0.5; steps are checkpoint steps, so an event is located to the
+Event definitions at a level f (default 0.5; steps are checkpoint steps, so an event is located to the
 checkpoint grid):
 
-- a curve *drops* at the first step after its maximum at which it is <= min + frac (max - min), i.e. it has
-  come down ``1 - frac`` of the way from its peak to its floor (min over the steps after the peak);
-- a curve *rises* at the first step after its minimum at which it is >= min + frac (max - min), with the
-  max taken over the steps after the minimum.
+- a curve *drops* at the first step after its maximum at which it has come down a fraction f of the way
+  from its peak to its floor (the min over the steps after the peak): value <= max - f (max - min);
+- a curve *rises* at the first step after its minimum at which it has come up a fraction f of the way to
+  its later maximum: value >= min + f (max - min).
 
 Nanda et al.'s claims, checked by ``check_claims``: key frequencies are stable over the last 20% of
 checkpoints; restricted loss drops before test loss drops; excluded loss rises before test loss drops.
@@ -27,8 +27,9 @@ from probes.fourier import FourierProbe
 from probes.output import OutputProbe
 
 
-def drop_step(steps: Sequence[int], values: Sequence[float], frac: float = 0.5) -> int | None:
-    """First step after the curve's maximum at which it is <= min_after + frac * (max - min_after)."""
+def drop_step(steps: Sequence[int], values: Sequence[float], level: float = 0.5) -> int | None:
+    """First step after the curve's maximum at which it has come ``level`` of the way down to its floor:
+    value <= max - level (max - min_after). None if it never comes down."""
     s, v = np.asarray(steps), np.asarray(values, dtype=np.float64)
     ok = np.isfinite(v)
     s, v = s[ok], v[ok]
@@ -36,14 +37,16 @@ def drop_step(steps: Sequence[int], values: Sequence[float], frac: float = 0.5) 
         return None
     peak = int(np.argmax(v))
     after = v[peak:]
-    level = after.min() + frac * (v[peak] - after.min())
-    hit = np.nonzero(after <= level)[0]
-    return int(s[peak + hit[0]]) if len(hit) and after.min() < v[peak] else None
+    if not after.min() < v[peak]:
+        return None
+    hit = np.nonzero(after <= v[peak] - level * (v[peak] - after.min()))[0]
+    return int(s[peak + hit[0]])
 
 
-def rise_step(steps: Sequence[int], values: Sequence[float], frac: float = 0.5) -> int | None:
-    """First step after the curve's minimum at which it is >= min + frac * (max_after - min)."""
-    return drop_step(steps, -np.asarray(values, dtype=np.float64), 1.0 - frac)
+def rise_step(steps: Sequence[int], values: Sequence[float], level: float = 0.5) -> int | None:
+    """First step after the curve's minimum at which it has come ``level`` of the way up to its later
+    maximum: value >= min + level (max_after - min). None if it never rises."""
+    return drop_step(steps, -np.asarray(values, dtype=np.float64), level)
 
 
 def measure_run(store, run: str, steps: Sequence[int], probe_set, task: dict[str, Any],
@@ -74,26 +77,37 @@ def measure_run(store, run: str, steps: Sequence[int], probe_set, task: dict[str
     return rows
 
 
-def check_claims(rows: Sequence[dict[str, Any]], frac: float = 0.5, last_fraction: float = 0.2) -> dict[str, Any]:
-    """The three progress-measure claims with the steps that decide them (see the module docstring)."""
+def check_claims(rows: Sequence[dict[str, Any]], level: float = 0.5, last_fraction: float = 0.2,
+                 levels: Sequence[float] = (0.25, 0.5, 0.75)) -> dict[str, Any]:
+    """The three progress-measure claims with the steps that decide them (see the module docstring).
+
+    The verdicts use ``level``; ``by_level`` repeats the event steps and verdicts at other ``levels`` (a
+    curve has come ``level`` of the way, e.g. 0.75: three quarters of its drop or rise), so a reader sees
+    whether a verdict depends on the level. Steps are checkpoint steps: two events between the same pair
+    of checkpoints land on the same step and do not count as "before".
+    """
     steps = [r["step"] for r in rows]
     col = {k: [np.nan if r[k] is None else r[k] for r in rows] for k in ("restricted_loss", "excluded_loss",
                                                                          "test_loss", "train_loss")}
     n_last = max(1, math.ceil(last_fraction * len(rows)))
     last = rows[-n_last:]
     final = rows[-1]["key_freqs"]
-    t_test = drop_step(steps, col["test_loss"], frac)
-    t_restricted = drop_step(steps, col["restricted_loss"], frac)
-    t_excluded = rise_step(steps, col["excluded_loss"], frac)
+
+    def events(f: float) -> dict[str, Any]:
+        t_test = drop_step(steps, col["test_loss"], f)
+        t_restricted = drop_step(steps, col["restricted_loss"], f)
+        t_excluded = rise_step(steps, col["excluded_loss"], f)
+        return {"test_loss_drop_step": t_test, "restricted_loss_drop_step": t_restricted,
+                "excluded_loss_rise_step": t_excluded,
+                "restricted_drops_before_test": None if None in (t_test, t_restricted) else t_restricted < t_test,
+                "excluded_rises_before_test_drops": None if None in (t_test, t_excluded) else t_excluded < t_test}
+
     return {
         "final_key_freqs": final,
         "last_checkpoints": [last[0]["step"], last[-1]["step"], n_last],
         "key_freqs_stable_last": all(r["key_freqs"] == final for r in last),
         "key_freqs_in_last": sorted({tuple(r["key_freqs"] or ()) for r in last}),
-        "frac": frac,
-        "test_loss_drop_step": t_test,
-        "restricted_loss_drop_step": t_restricted,
-        "excluded_loss_rise_step": t_excluded,
-        "restricted_drops_before_test": None if None in (t_test, t_restricted) else t_restricted < t_test,
-        "excluded_rises_before_test_drops": None if None in (t_test, t_excluded) else t_excluded < t_test,
+        "level": level,
+        **events(level),
+        "by_level": {str(f): events(f) for f in levels},
     }

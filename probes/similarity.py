@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Callable, Hashable, Sequence
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from probes.base import ProbeContext, ProbeResult, finite_or_reason
 
@@ -94,26 +95,28 @@ def cka_matrix(keys: Sequence[Hashable], load: Callable[[Hashable], np.ndarray],
                max_bytes: int = 256 << 20) -> tuple[np.ndarray, dict]:
     """The full key x key linear-CKA matrix of a run, reading checkpoints through ``load(key)`` -> (n, d).
 
-    Never holds all activations: it picks the largest block of checkpoints whose centred float64
-    activations, plus one more checkpoint, fit in ``max_bytes`` (at least one), and calls
-    ``cka_matrix_blocked``. Memory bound: max(max_bytes, 2 n d 8 bytes) plus the T x T result and d x d
-    temporaries. Cost: T^2 / 2 products of (d x n)(n x d).
+    Never holds all activations: it picks the largest block B of checkpoints such that the block (held
+    twice: as arrays and stacked side by side) plus one more checkpoint, all centred float64, fit in
+    ``max_bytes`` (B >= 1), and calls ``cka_matrix_blocked``. Memory bound: max(max_bytes, 3 n d 8 bytes)
+    plus the T x T result and d x B d products. Cost: T^2 / 2 products of (d x n)(n x d), batched.
     """
     keys = list(keys)
     if not keys:
         return np.zeros((0, 0)), {}
     first = np.asarray(load(keys[0]))
     per = max(1, first.size) * 8
-    block = int(max(1, min(len(keys), max_bytes // per - 1)))
+    block = int(max(1, min(len(keys), (max_bytes // per - 1) // 2)))
     return cka_matrix_blocked(keys, load, block=block)
 
 
-def cka_matrix_blocked(keys: Sequence[Hashable], load: Callable[[Hashable], np.ndarray], block: int = 8
-                       ) -> tuple[np.ndarray, dict]:
+def cka_matrix_blocked(keys: Sequence[Hashable], load: Callable[[Hashable], np.ndarray], block: int = 8,
+                       n_threads: int | None = 1) -> tuple[np.ndarray, dict]:
     """As ``cka_matrix``, holding ``block`` checkpoints for the rows and one for the columns at a time.
 
-    Memory bound: (block + 1) checkpoints' centred activations (float64, (block + 1) n d values), their
+    Memory bound: (2 block + 1) checkpoints' centred activations (float64, (2 block + 1) n d values), their
     Frobenius norms ||X^T X||_F, and the T x T result. Each checkpoint is read ceil(T / block) + 1 times.
+    Each column checkpoint meets the whole row block in one (d x n)(n x B d) product; ``n_threads`` caps
+    BLAS threads (1: oversubscribed threads on a shared machine were much slower; None: library default).
     Returns (matrix, reasons) where reasons maps a key to why its row/column is NaN.
     """
     keys = list(keys)
@@ -132,22 +135,35 @@ def cka_matrix_blocked(keys: Sequence[Hashable], load: Callable[[Hashable], np.n
         norms[i] = np.linalg.norm(xc.T @ xc)
         return xc
 
-    for start in range(0, t, block):
-        rows = {i: get(i) for i in range(start, min(t, start + block))}
-        for i, xi in rows.items():
-            if xi is None:
+    with threadpool_limits(limits=n_threads):
+        for start in range(0, t, block):
+            rows = {i: x for i in range(start, min(t, start + block)) if (x := get(i)) is not None}
+            if not rows:
                 continue
-            for j, xj in rows.items():
-                if j >= i and xj is not None:
-                    out[i, j] = out[j, i] = np.linalg.norm(xj.T @ xi) ** 2 / (norms[i] * norms[j])
-        for j in range(start + len(rows), t):
-            xj = get(j)
-            if xj is None:
-                continue
-            for i, xi in rows.items():
-                if xi is not None:
-                    out[i, j] = out[j, i] = np.linalg.norm(xj.T @ xi) ** 2 / (norms[i] * norms[j])
+            idx = list(rows)
+            stacked = np.concatenate([rows[i] for i in idx], axis=1)     # (n, B d): one product per column
+            for pos, i in enumerate(idx):                               # the block against itself
+                _fill(out, norms, i, idx[pos:], rows[i].T @ stacked[:, _cols(rows, idx, pos)], rows)
+            for j in range(start + block, t):
+                xj = get(j)
+                if xj is not None:
+                    _fill(out, norms, j, idx, xj.T @ stacked, rows)
     return out, reasons
+
+
+def _cols(rows: dict, idx: list, pos: int) -> slice:
+    """Columns of the stacked block holding checkpoints idx[pos:]."""
+    return slice(sum(rows[i].shape[1] for i in idx[:pos]), None)
+
+
+def _fill(out: np.ndarray, norms: np.ndarray, i: int, others: list, prod: np.ndarray, rows: dict) -> None:
+    """Write CKA(i, j) for j in ``others`` from prod = X_i^T [X_j ...] (d_i x sum d_j)."""
+    col = 0
+    for j in others:
+        d = rows[j].shape[1]
+        value = float((prod[:, col:col + d] ** 2).sum() / (norms[i] * norms[j]))
+        out[i, j] = out[j, i] = value
+        col += d
 
 
 def cka_to_reference(keys: Sequence[Hashable], load: Callable[[Hashable], np.ndarray],

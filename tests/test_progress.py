@@ -16,10 +16,10 @@ STEPS = [0, 10, 20, 30, 40, 50, 60]
 def test_drop_and_rise_steps_on_constructed_curves():
     # peak 10 at step 20, floor 0 after it: halfway level 5 is first reached at step 40 (value 4)
     assert drop_step(STEPS, [3, 8, 10, 7, 4, 1, 0]) == 40
-    assert drop_step(STEPS, [3, 8, 10, 7, 4, 1, 0], frac=0.1) == 50      # level 1.0
+    assert drop_step(STEPS, [3, 8, 10, 7, 4, 1, 0], level=0.9) == 50     # 90% of the way down: 1.0
     # minimum 1 at step 10, max after it 9: halfway level 5 first reached at step 40
     assert rise_step(STEPS, [4, 1, 2, 3, 6, 9, 9]) == 40
-    assert rise_step(STEPS, [4, 1, 2, 3, 6, 9, 9], frac=0.9) == 50       # level 8.2
+    assert rise_step(STEPS, [4, 1, 2, 3, 6, 9, 9], level=0.9) == 50      # 90% of the way up: 8.2
     assert drop_step(STEPS, [1, 2, 3, 4, 5, 6, 7]) is None                  # never comes down
     assert drop_step(STEPS, [np.nan] * 7) is None
 
@@ -30,6 +30,8 @@ def test_check_claims_on_constructed_rows():
             for s, k, r, e, t in zip([0, 100, 200, 300, 400], [[1]] + [[2]] + keys,
                                      [4, 4, 1, 0.5, 0.1], [3, 0.1, 2.5, 4, 4], [4, 9, 8, 1, 0.1])]
     c = check_claims(rows)
+    assert c["by_level"]["0.5"]["test_loss_drop_step"] == c["test_loss_drop_step"]
+    assert c["by_level"]["0.25"]["test_loss_drop_step"] == 300        # 25% down from 9: <= 6.75
     assert c["key_freqs_stable_last"] and c["last_checkpoints"] == [400, 400, 1]
     assert c["restricted_loss_drop_step"] == 200 and c["excluded_loss_rise_step"] == 200
     assert c["test_loss_drop_step"] == 300
