@@ -5,12 +5,17 @@ restricted and excluded loss computed with the FINAL checkpoint's key frequencie
 measured against the circuit the network ends with), next to train/test loss from the output probe.
 
 Event definitions at a level f (default 0.5; steps are checkpoint steps, so an event is located to the
-checkpoint grid):
+checkpoint grid). Progress is measured toward the network the run ends with, so the reference point is the
+value at the last checkpoint:
 
 - a curve *drops* at the first step after its maximum at which it has come down a fraction f of the way
-  from its peak to its floor (the min over the steps after the peak): value <= max - f (max - min);
-- a curve *rises* at the first step after its minimum at which it has come up a fraction f of the way to
-  its later maximum: value >= min + f (max - min).
+  from that peak to its final value: value <= max - f (max - final);
+- a curve *rises* at the first step after its minimum at which it has come up a fraction f of the way
+  from that minimum to its final value: value >= min + f (final - min).
+
+(``toward="extreme"`` measures against the min / max after the peak / minimum instead; a late loss spike,
+such as a slingshot instability after grokking, then moves every level, which is why it is not the default.
+``check_claims`` reports both.)
 
 Nanda et al.'s claims, checked by ``check_claims``: key frequencies are stable over the last 20% of
 checkpoints; restricted loss drops before test loss drops; excluded loss rises before test loss drops.
@@ -27,9 +32,11 @@ from probes.fourier import FourierProbe
 from probes.output import OutputProbe
 
 
-def drop_step(steps: Sequence[int], values: Sequence[float], level: float = 0.5) -> int | None:
-    """First step after the curve's maximum at which it has come ``level`` of the way down to its floor:
-    value <= max - level (max - min_after). None if it never comes down."""
+def drop_step(steps: Sequence[int], values: Sequence[float], level: float = 0.5, toward: str = "final"
+              ) -> int | None:
+    """First step after the curve's maximum at which it has come ``level`` of the way down from that peak
+    toward its value at the last step (``toward="final"``) or its minimum after the peak
+    (``toward="extreme"``). None if the curve never comes down."""
     s, v = np.asarray(steps), np.asarray(values, dtype=np.float64)
     ok = np.isfinite(v)
     s, v = s[ok], v[ok]
@@ -37,16 +44,19 @@ def drop_step(steps: Sequence[int], values: Sequence[float], level: float = 0.5)
         return None
     peak = int(np.argmax(v))
     after = v[peak:]
-    if not after.min() < v[peak]:
+    end = after[-1] if toward == "final" else after.min()
+    if not end < v[peak]:
         return None
-    hit = np.nonzero(after <= v[peak] - level * (v[peak] - after.min()))[0]
+    hit = np.nonzero(after <= v[peak] - level * (v[peak] - end))[0]
     return int(s[peak + hit[0]])
 
 
-def rise_step(steps: Sequence[int], values: Sequence[float], level: float = 0.5) -> int | None:
-    """First step after the curve's minimum at which it has come ``level`` of the way up to its later
-    maximum: value >= min + level (max_after - min). None if it never rises."""
-    return drop_step(steps, -np.asarray(values, dtype=np.float64), level)
+def rise_step(steps: Sequence[int], values: Sequence[float], level: float = 0.5, toward: str = "final"
+              ) -> int | None:
+    """First step after the curve's minimum at which it has come ``level`` of the way up from that minimum
+    toward its value at the last step (``toward="final"``) or its maximum after the minimum
+    (``toward="extreme"``). None if the curve never rises."""
+    return drop_step(steps, -np.asarray(values, dtype=np.float64), level, toward)
 
 
 def measure_run(store, run: str, steps: Sequence[int], probe_set, task: dict[str, Any],
@@ -93,10 +103,10 @@ def check_claims(rows: Sequence[dict[str, Any]], level: float = 0.5, last_fracti
     last = rows[-n_last:]
     final = rows[-1]["key_freqs"]
 
-    def events(f: float) -> dict[str, Any]:
-        t_test = drop_step(steps, col["test_loss"], f)
-        t_restricted = drop_step(steps, col["restricted_loss"], f)
-        t_excluded = rise_step(steps, col["excluded_loss"], f)
+    def events(f: float, toward: str = "final") -> dict[str, Any]:
+        t_test = drop_step(steps, col["test_loss"], f, toward)
+        t_restricted = drop_step(steps, col["restricted_loss"], f, toward)
+        t_excluded = rise_step(steps, col["excluded_loss"], f, toward)
         return {"test_loss_drop_step": t_test, "restricted_loss_drop_step": t_restricted,
                 "excluded_loss_rise_step": t_excluded,
                 "restricted_drops_before_test": None if None in (t_test, t_restricted) else t_restricted < t_test,
@@ -110,4 +120,5 @@ def check_claims(rows: Sequence[dict[str, Any]], level: float = 0.5, last_fracti
         "level": level,
         **events(level),
         "by_level": {str(f): events(f) for f in levels},
+        "toward_extreme_by_level": {str(f): events(f, "extreme") for f in levels},
     }
