@@ -12,8 +12,10 @@ recorded as "not computed", never as a number.
 Concept presence (``CKAProbe``): the checkpoint "matches the reference at <hook>" when CKA >= ``present_at``
 (default 0.9).
 
-Run-level matrices (``cka_matrix``) read one checkpoint's activations at a time through a loader and keep
-only d x d Gram matrices and d1 x d2 cross-products, never all activations; see its docstring for the bound.
+Run-level matrices (``cka_matrix``) read checkpoints through a loader (e.g. ``store_loader`` on the HDF5
+store) in blocks that fit a memory budget, never all activations at once; see its docstring for the bound.
+Cost grows as T^2 n d^2 / 2 (measured: 67 checkpoints, n = 2809, d = 128 in 52 s; d = 512 in 622 s on two
+shared cores; benchmarks/cka_matrix.py).
 """
 from __future__ import annotations
 
