@@ -1,17 +1,22 @@
 """semgraph's probe library: one module per probe family behind the protocol in ``probes.base``."""
 from probes.base import Probe, ProbeContext, ProbeResult
 from probes.fourier import FourierProbe
+from probes.induction import InductionProbe
 from probes.induction_scores import InductionScoresProbe
 from probes.linear import LinearConceptProbe
 from probes.linear_per_layer import LinearPerLayerProbe
 from probes.output import OutputProbe
+from probes.similarity import CKAProbe
+from probes.weights import WeightStatsProbe
 
-__all__ = ["Probe", "ProbeContext", "ProbeResult", "OutputProbe", "FourierProbe", "LinearConceptProbe"]
+__all__ = ["Probe", "ProbeContext", "ProbeResult", "OutputProbe", "FourierProbe", "LinearConceptProbe",
+           "InductionProbe", "InductionScoresProbe", "LinearPerLayerProbe", "CKAProbe", "WeightStatsProbe"]
 
 #: Probe families by name, so analyses and stored settings refer to probes by name (add yours here or pass
 #: an object that follows ``probes.base.Probe`` directly).
 REGISTRY = {"output": OutputProbe, "fourier": FourierProbe, "linear": LinearConceptProbe,
-            "induction_scores": InductionScoresProbe, "linear_per_layer": LinearPerLayerProbe}
+            "induction_scores": InductionScoresProbe, "linear_per_layer": LinearPerLayerProbe,
+            "induction": InductionProbe, "cka": CKAProbe, "weights": WeightStatsProbe}
 
 
 def make_probe(name: str, **params) -> Probe:

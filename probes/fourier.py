@@ -13,6 +13,19 @@ Definitions (p = modulus, frequencies k = 1..(p-1)//2, basis cos/sin(2 pi k t / 
 - restricted loss: cross-entropy on all inputs of logits keeping only their mean over inputs and their
   projections on cos(k(a+b)), sin(k(a+b)) for the key frequencies.
 - excluded loss: cross-entropy on the training inputs of logits with those projections removed.
+  For progress measures over a run, pass the FINAL checkpoint's key frequencies as ``fixed_frequencies``
+  (Nanda et al. do this), so every checkpoint is measured against the same circuit.
+- distance irrelevance q (Zhong et al. 2023, arXiv 2306.17844, Def. 4.2; a cheap clock-vs-pizza indicator
+  computed from the stored logits): lay the correct-class logit out as M[(a+b) mod p, (a-b) mod p]; q is
+  the mean over columns (fixed difference a-b) of the column's standard deviation, divided by the standard
+  deviation of all of M. A clock's correct logit ignores a-b (q -> 1); a pizza's depends on a-b
+  (|cos(k(a-b)/2)|, q -> 0). The paper places pizzas in [0, 0.4] and clocks in [0.4, 1].
+
+Concept presence: "Fourier k=<k>" for every key frequency; once the logits solve the task (accuracy over
+all inputs >= ``algorithm_at``, 0.9), "clock (distance-irrelevant)" when q >= ``clock_at`` (0.4) and
+"pizza (distance-dependent)" otherwise. Degenerate input (no modulus, missing embedding, NaN/inf, an
+embedding or activations constant over tokens, a constant correct logit, an incomplete (a, b) grid) gives
+"not computed" with the reason.
 """
 from __future__ import annotations
 
@@ -77,6 +90,22 @@ def key_frequency_projection(logits: np.ndarray, a: np.ndarray, b: np.ndarray, p
     return out
 
 
+def correct_logit_matrix(logits: np.ndarray, labels: np.ndarray, a: np.ndarray, b: np.ndarray, p: int
+                         ) -> np.ndarray | None:
+    """M[(a+b) mod p, (a-b) mod p] = logit of the correct class; None unless every cell is filled once."""
+    m = np.full((p, p), np.nan)
+    count = np.zeros((p, p), dtype=int)
+    s, d = (a + b) % p, (a - b) % p
+    m[s, d] = logits[np.arange(len(labels)), labels]
+    np.add.at(count, (s, d), 1)
+    return m if np.all(count == 1) else None
+
+
+def distance_irrelevance(m: np.ndarray) -> float:
+    """Zhong et al. 2023 Def. 4.2 on a correct-logit matrix M[sum, difference] (population std)."""
+    return float(m.std(axis=0).mean() / m.std())
+
+
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     logp = log_softmax(logits)
     return float(-logp[np.arange(len(labels)), labels].mean())
@@ -89,19 +118,22 @@ class FourierProbe:
 
     def __init__(self, embedding_param: str = "embed.weight", token_axis: int = 0,
                  neuron_hook: str | None = "blocks.0.mlp.hook_post", threshold_factor: float = 4.0,
-                 fixed_frequencies: Sequence[int] | None = None):
+                 fixed_frequencies: Sequence[int] | None = None, clock_at: float = 0.4,
+                 algorithm_at: float = 0.9):
         self.embedding_param = embedding_param
         self.token_axis = token_axis
         self.neuron_hook = neuron_hook
         self.threshold_factor = threshold_factor
         self.fixed_frequencies = fixed_frequencies
+        self.clock_at = clock_at
+        self.algorithm_at = algorithm_at
 
     def compute(self, ctx: ProbeContext) -> ProbeResult:
         res = ProbeResult()
         p = int(ctx.task.get("p", 0))
         a, b = ctx.concepts.get("a"), ctx.concepts.get("b")
         if p < 3 or a is None or b is None:
-            for key in ("key_freqs", "restricted_loss", "excluded_loss"):
+            for key in ("key_freqs", "restricted_loss", "excluded_loss", "distance_irrelevance"):
                 res.not_computed(key, "task has no modulus p and concepts 'a', 'b'")
             return res
         freqs = frequencies(p)
@@ -129,6 +161,8 @@ class FourierProbe:
         if self.neuron_hook and self.neuron_hook in ctx.activations:
             acts = np.asarray(ctx.activations[self.neuron_hook], dtype=np.float64)
             bad = finite_or_reason(acts, self.neuron_hook)
+            if not bad and not np.any(np.ptp(acts.reshape(len(acts), -1), axis=0) > 0):
+                bad = "activations are constant across inputs"
             if bad:
                 res.not_computed("neuron_key_freqs", bad)
             else:
@@ -140,14 +174,39 @@ class FourierProbe:
                     res.not_computed("neuron_key_freqs", "activations are constant")
         logits = np.asarray(ctx.logits, dtype=np.float64)
         bad = finite_or_reason(logits, "logits")
+        if not bad and (logits.ndim != 2 or logits.shape[0] != len(ctx.labels) or logits.shape[1] < p):
+            bad = f"logits of shape {logits.shape} do not give p={p} classes for {len(ctx.labels)} inputs"
         if bad:
-            res.not_computed("restricted_loss", bad)
-            res.not_computed("excluded_loss", bad)
+            for key in ("restricted_loss", "excluded_loss", "distance_irrelevance"):
+                res.not_computed(key, bad)
+            return res
+        self._clock_or_pizza(res, logits, ctx.labels, a, b, p)
+        if self.fixed_frequencies is None and reason:
+            for key in ("restricted_loss", "excluded_loss"):
+                res.not_computed(key, f"no key frequencies to restrict to ({reason})")
             return res
         use = list(self.fixed_frequencies) if self.fixed_frequencies is not None else keys
         proj = key_frequency_projection(logits, a, b, p, use)
         restricted = logits.mean(axis=0, keepdims=True) + proj
         res.values["restricted_loss"] = cross_entropy(restricted, ctx.labels)
         train = ctx.split == "train"
-        res.values["excluded_loss"] = cross_entropy((logits - proj)[train], ctx.labels[train])
+        if train.any():
+            res.values["excluded_loss"] = cross_entropy((logits - proj)[train], ctx.labels[train])
+        else:
+            res.not_computed("excluded_loss", "the probe set has no training inputs")
         return res
+
+    def _clock_or_pizza(self, res: ProbeResult, logits: np.ndarray, labels: np.ndarray, a: np.ndarray,
+                        b: np.ndarray, p: int) -> None:
+        m = correct_logit_matrix(logits, labels, a, b, p)
+        if m is None:
+            res.not_computed("distance_irrelevance", "the probe set does not hold every (a, b) pair exactly once")
+            return
+        if not m.std() > 1e-12 * max(1.0, float(np.abs(m).max())):
+            res.not_computed("distance_irrelevance", "the correct-class logit is constant over inputs")
+            return
+        q = distance_irrelevance(m)
+        res.values["distance_irrelevance"] = q
+        if float((logits.argmax(-1) == labels).mean()) >= self.algorithm_at:
+            res.present["clock (distance-irrelevant)"] = q >= self.clock_at
+            res.present["pizza (distance-dependent)"] = q < self.clock_at
