@@ -13,6 +13,10 @@ value at the last checkpoint:
 - a curve *rises* at the first step after its minimum at which it has come up a fraction f of the way
   from that minimum to its final value: value >= min + f (final - min).
 
+Losses are compared on a log10 scale: they span orders of magnitude (a test loss of 26 at the peak of
+memorisation, 0.04 once grokked), and on a linear scale "half way down" would be reached while the test
+accuracy is still near its memorisation level.
+
 (``toward="extreme"`` measures against the min / max after the peak / minimum instead; a late loss spike,
 such as a slingshot instability after grokking, then moves every level, which is why it is not the default.
 ``check_claims`` reports both.)
@@ -97,8 +101,8 @@ def check_claims(rows: Sequence[dict[str, Any]], level: float = 0.5, last_fracti
     of checkpoints land on the same step and do not count as "before".
     """
     steps = [r["step"] for r in rows]
-    col = {k: [np.nan if r[k] is None else r[k] for r in rows] for k in ("restricted_loss", "excluded_loss",
-                                                                         "test_loss", "train_loss")}
+    col = {k: [np.nan if r[k] is None else math.log10(max(r[k], 1e-12)) for r in rows]
+           for k in ("restricted_loss", "excluded_loss", "test_loss", "train_loss")}
     n_last = max(1, math.ceil(last_fraction * len(rows)))
     last = rows[-n_last:]
     final = rows[-1]["key_freqs"]
