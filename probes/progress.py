@@ -92,7 +92,7 @@ def measure_run(store, run: str, steps: Sequence[int], probe_set, task: dict[str
 
 
 def check_claims(rows: Sequence[dict[str, Any]], level: float = 0.5, last_fraction: float = 0.2,
-                 levels: Sequence[float] = (0.25, 0.5, 0.75)) -> dict[str, Any]:
+                 levels: Sequence[float] = (0.25, 0.5, 0.75), scale: str = "log") -> dict[str, Any]:
     """The three progress-measure claims with the steps that decide them (see the module docstring).
 
     The verdicts use ``level``; ``by_level`` repeats the event steps and verdicts at other ``levels`` (a
@@ -101,7 +101,8 @@ def check_claims(rows: Sequence[dict[str, Any]], level: float = 0.5, last_fracti
     of checkpoints land on the same step and do not count as "before".
     """
     steps = [r["step"] for r in rows]
-    col = {k: [np.nan if r[k] is None else math.log10(max(r[k], 1e-12)) for r in rows]
+    to_scale = (lambda v: math.log10(max(v, 1e-12))) if scale == "log" else float
+    col = {k: [np.nan if r[k] is None else to_scale(r[k]) for r in rows]
            for k in ("restricted_loss", "excluded_loss", "test_loss", "train_loss")}
     n_last = max(1, math.ceil(last_fraction * len(rows)))
     last = rows[-n_last:]
@@ -122,6 +123,7 @@ def check_claims(rows: Sequence[dict[str, Any]], level: float = 0.5, last_fracti
         "key_freqs_stable_last": all(r["key_freqs"] == final for r in last),
         "key_freqs_in_last": sorted({tuple(r["key_freqs"] or ()) for r in last}),
         "level": level,
+        "scale": scale,
         **events(level),
         "by_level": {str(f): events(f) for f in levels},
         "toward_extreme_by_level": {str(f): events(f, "extreme") for f in levels},
