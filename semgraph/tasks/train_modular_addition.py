@@ -13,14 +13,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from semgraph.io import atomic_path
-from semgraph.models import build_model, load_weights
+from semgraph.models import build_model
 from semgraph.recorder import Recorder
 from semgraph.schedule import log_plus_linear
 from semgraph.tasks.modular_addition import ModularAddition
-
-TRAIN_STATE = "train_state.pt"
-
 
 @dataclass
 class ModAddRecipe:
@@ -54,9 +50,8 @@ def train_modular_addition(out: str | Path, recipe: ModAddRecipe, *, resume: boo
     model = build_model(spec)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay,
                             betas=tuple(recipe.betas))
-    resumed = _resume(rec, model, opt)   # step of the checkpoint we continue from, or None
-    start = 0 if resumed is None else resumed
-    if resumed is not None and resumed >= recipe.steps:
+    start = rec.resume(model, opt)   # step of the checkpoint we continue from (0 for a fresh run)
+    if start >= recipe.steps and rec.checkpoint_path(recipe.steps).exists():
         return rec.run_dir
     ps = task.probe_set()
     x = torch.as_tensor(ps.inputs)
@@ -66,10 +61,9 @@ def train_modular_addition(out: str | Path, recipe: ModAddRecipe, *, resume: boo
     model.train()
     for step in tqdm(range(start, recipe.steps + 1), desc=f"train {Path(out).name}", unit="step",
                      disable=not progress, initial=start, total=recipe.steps + 1):
-        if rec.should_record(step) and step != resumed:
-            metrics = _metrics(model, x, y, tr)
-            rec.record(step, model, metrics)
-            _save_train_state(rec.run_dir, step, opt)
+        if rec.should_record(step):
+            rec.record(step, model, _metrics(model, x, y, tr))
+            rec.save_train_state(step, opt)
         if step == recipe.steps:
             break
         logits = model(x_train)[:, -1]
@@ -87,28 +81,3 @@ def _metrics(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, tr: torch
     correct = (logits.argmax(-1) == y).float()
     return {"train_loss": nll[tr].mean().item(), "test_loss": nll[~tr].mean().item(),
             "train_acc": correct[tr].mean().item(), "test_acc": correct[~tr].mean().item()}
-
-
-def _save_train_state(run_dir: Path, step: int, opt: torch.optim.Optimizer) -> None:
-    with atomic_path(run_dir / TRAIN_STATE) as tmp:
-        torch.save({"step": step, "optimizer": opt.state_dict(), "rng": torch.get_rng_state()}, tmp)
-
-
-def _resume(rec: Recorder, model: torch.nn.Module, opt: torch.optim.Optimizer) -> int | None:
-    """Load the last checkpoint whose optimizer state was saved too and return its step (None: start fresh).
-
-    Both were saved before that step's update, so training continues by doing that step's update.
-    """
-    from semgraph.checkpoints import discover_run, read_state_dict
-
-    state_path = rec.run_dir / TRAIN_STATE
-    if not state_path.exists():
-        return None
-    saved = torch.load(state_path, map_location="cpu", weights_only=True)
-    refs = {c.step: c for c in discover_run(rec.run_dir).checkpoints}
-    if saved["step"] not in refs:
-        return None
-    load_weights(model, read_state_dict(refs[saved["step"]]), source=str(refs[saved["step"]].path))
-    opt.load_state_dict(saved["optimizer"])
-    torch.set_rng_state(saved["rng"])
-    return int(saved["step"])
