@@ -33,7 +33,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from semgraph.analyze import analyze
 
     res = analyze(args.run_dir, args.out, strict=args.strict, max_states=args.max_states,
-                  batch_size=args.batch_size)
+                  batch_size=args.batch_size, workers=args.workers, scheduler=args.scheduler)
     G, s = res.graph, res.summary
     print(f"\nlandscape: {G.number_of_nodes()} nodes, {G.number_of_edges()} edges "
           f"(store: {s['store']['captured']} captured, {s['store']['reused']} reused, "
@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--strict", action="store_true", help="a corrupt checkpoint is fatal instead of skipped")
     a.add_argument("--max-states", type=int, default=8)
     a.add_argument("--batch-size", type=int, default=1024)
+    a.add_argument("--workers", type=int, default=None,
+                   help="processes capturing checkpoints in parallel (default: one per core; 1 = serial)")
+    a.add_argument("--scheduler", help="run the capture on dask.distributed: 'local' (a LocalCluster of "
+                   "--workers processes) or a scheduler address tcp://HOST:PORT (e.g. from dask-jobqueue)")
     a.set_defaults(func=cmd_analyze)
 
     e = sub.add_parser("export", help="convert a landscape graph file to another format")
