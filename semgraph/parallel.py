@@ -78,7 +78,8 @@ class PoolExecutor:
             return
         if self._pool is None:
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["semgraph.extract"])
+            ctx.set_forkserver_preload(["semgraph.extract",
+                                        "transformer_lens.model_bridge.sources.native"])
             self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_set_threads,
                                              initargs=(self.threads,))
         futures = {self._pool.submit(fn, item): item for item in items}
@@ -99,7 +100,7 @@ class DaskExecutor:
     """Jobs on a dask.distributed cluster: ``"local"`` starts a LocalCluster of ``workers`` processes,
     anything else is a scheduler address (``tcp://host:8786``, e.g. from dask-jobqueue's SLURMCluster)."""
 
-    def __init__(self, scheduler: str, workers: int | None = None):
+    def __init__(self, scheduler: str, workers: int | None = None, *, timeout: str = "30s"):
         try:
             from distributed import Client, LocalCluster
         except ImportError as exc:
@@ -111,13 +112,13 @@ class DaskExecutor:
             import logging
             n = workers or available_cores()
             self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                         dashboard_address=None, silence_logs=logging.ERROR)
+                                         dashboard_address=None, silence_logs=logging.CRITICAL)
             self._threads = max(1, available_cores() // n)
             self.client = Client(self._cluster)
         else:
             try:
-                self.client = Client(scheduler, timeout="30s")
-            except OSError as exc:
+                self.client = Client(scheduler, timeout=timeout)
+            except (OSError, TimeoutError) as exc:
                 raise ConfigError(f"cannot reach the dask scheduler {scheduler!r}: {exc}", stage="parallel",
                                   fix="start it (dask scheduler, or a dask-jobqueue cluster) and pass its "
                                       "address, or use --scheduler local") from exc
