@@ -2,8 +2,9 @@
 
 Resumable: a checkpoint whose store file is complete (manifest entry with the same source file) is skipped
 without loading weights or running the model. Checkpoints are independent jobs (``capture_checkpoint``) that
-a process pool or a dask cluster can run; each writes its own file and only the caller updates the manifest. One bad checkpoint is recorded as failed and skipped with a
-warning (``strict=True`` makes it fatal); the others are analysed.
+a process pool or a dask cluster can run; each writes its own file and only the caller updates the manifest.
+One bad checkpoint is recorded as failed and skipped with a warning (``strict=True`` makes it fatal); the
+others are analysed.
 """
 from __future__ import annotations
 

@@ -14,9 +14,13 @@ import contextlib
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Any, Callable, Iterable, Iterator, Protocol, TypeVar
+from concurrent.futures.process import BrokenProcessPool
+from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
-from semgraph.errors import ConfigError
+from semgraph.errors import ConfigError, SemgraphError
+
+_WORKER_DIED = dict(stage="parallel", fix="re-run the same command: finished checkpoints are kept; if memory ran "
+                    "out, use fewer --workers")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -85,7 +89,11 @@ class PoolExecutor:
         futures = {self._pool.submit(fn, item): item for item in items}
         try:
             for fut in as_completed(futures):
-                yield futures[fut], fut.result()
+                try:
+                    result = fut.result()
+                except BrokenProcessPool as exc:
+                    raise SemgraphError(f"a worker process died while capturing ({exc})", **_WORKER_DIED) from exc
+                yield futures[fut], result
         finally:
             for fut in futures:
                 fut.cancel()
@@ -126,6 +134,7 @@ class DaskExecutor:
             else workers
 
     def map_unordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[tuple[T, R]]:
+        from distributed import KilledWorker
         from distributed import as_completed as dask_completed
 
         items = list(items)
@@ -135,7 +144,11 @@ class DaskExecutor:
         index = {f.key: i for i, f in enumerate(futures)}
         try:
             for fut in dask_completed(futures):
-                yield items[index[fut.key]], fut.result()
+                try:
+                    result = fut.result()
+                except KilledWorker as exc:
+                    raise SemgraphError(f"dask workers died while capturing ({exc})", **_WORKER_DIED) from exc
+                yield items[index[fut.key]], result
         finally:
             self.client.cancel(futures)
 

@@ -129,8 +129,8 @@ def test_exception_in_a_hook_mid_sweep_leaves_no_hooks_and_loses_no_finished_wor
     store = ActivationStore(tmp_path / "store")
     with pytest.raises(RuntimeError, match="user hook failed"):
         extract_run(run, task.probe_set(), cfg, store, progress=False)
-    assert hook_count(model) == baseline                  # semgraph's hooks are gone ...
-    assert list(model.hook_dict["blocks.0.hook_resid_post"]._forward_hooks.values()) == [user_hook]  # ... user's not
+    assert hook_count(model) == baseline                  # semgraph's hooks are gone, the user's is not
+    assert list(model.hook_dict["blocks.0.hook_resid_post"]._forward_hooks.values()) == [user_hook]
     done = sorted(int(k.split("/")[1]) for k in json.loads(store.manifest_path.read_text())["entries"])
     assert done == run.steps[:fail_at]
     assert sorted(p.name for p in store.root.rglob("*") if p.is_file()) == \

@@ -35,7 +35,8 @@ def test_store_recovers_from_leftovers_of_a_kill(tiny_run, tmp_path):
     # what a SIGKILL (or a power cut) can leave behind
     pid = dead_pid()
     stale = [store_dir / "tiny" / f".step_00000300.h5.{_host()}@{pid}.tmp",
-             store_dir / f".manifest.json.{pid}.tmp", out / "probe_results" / "tiny" / f".step_00000001.json.{pid}.tmp"]
+             store_dir / f".manifest.json.{pid}.tmp",
+             out / "probe_results" / "tiny" / f".step_00000001.json.{pid}.tmp"]
     for s in stale:
         s.write_bytes(b"\x89HDF half written")
     live = store_dir / "tiny" / f".step_00000000.h5.{_host()}@{os.getppid()}.tmp"
