@@ -40,6 +40,7 @@ class CaptureConfig:
     batch_size: int = 1024
     position: int | None = -1
     logits: bool = True  # False: no logits stored, and the forward pass stops after the last requested hook
+    compression: str | None = "auto"  # see semgraph.store.CheckpointWriter
 
 
 @dataclass
@@ -124,7 +125,7 @@ def capture_checkpoint(job: CaptureJob, inputs: np.ndarray, answer_position: int
              "weights_sha256": whash, "position": "all" if cfg.position is None else cfg.position,
              "n_inputs": len(inputs)}
     x = torch.as_tensor(inputs)
-    with store.writer(job.run, job.step, attrs) as w, torch.no_grad(), \
+    with store.writer(job.run, job.step, attrs, compression=cfg.compression) as w, torch.no_grad(), \
             capture(model, cfg.hooks, position=cfg.position, stop_early=not cfg.logits) as acts:
         for start in range(0, len(x), cfg.batch_size):
             out = forward(model, x[start:start + cfg.batch_size])

@@ -141,3 +141,20 @@ def test_exception_in_a_hook_mid_sweep_leaves_no_hooks_and_loses_no_finished_wor
     assert [s for _, s in report.captured] == run.steps[fail_at:]
     assert hook_count(model) == baseline
     handle.remove()
+
+
+def test_store_compresses_only_where_it_pays(tmp_path):
+    rng = np.random.default_rng(0)
+    dense = rng.standard_normal((600, 64)).astype(np.float32)
+    upcast = torch.from_numpy(dense).to(torch.bfloat16).float().numpy()     # half of its bytes are zero
+    store = ActivationStore(tmp_path)
+    with store.writer("r", 1, {"run": "r"}) as w:
+        for part in np.array_split(np.arange(600), 3):
+            w.append("acts/dense", dense[part])
+            w.append("acts/upcast", upcast[part])
+    with h5py.File(store.path_for("r", 1)) as fh:
+        assert fh["acts/dense"].compression is None
+        assert fh["acts/upcast"].compression == "lzf" and fh["acts/upcast"].shuffle
+        np.testing.assert_array_equal(fh["acts/dense"][()], dense)
+        np.testing.assert_array_equal(fh["acts/upcast"][()], upcast)
+        assert fh["acts/upcast"].id.get_storage_size() < 0.6 * upcast.nbytes
