@@ -12,21 +12,19 @@ from semgraph.parallel import DaskExecutor, SerialExecutor, make_executor
 pytest.importorskip("distributed")
 
 
-def test_dask_local_cluster_gives_the_serial_result(tiny_run, tmp_path):
-    serial = analyze(tiny_run, tmp_path / "serial", progress=False, workers=1)
-    dask = analyze(tiny_run, tmp_path / "dask", progress=False, workers=2, scheduler="local")
-    assert len(dask.extract.captured) == len(serial.extract.captured) > 0
-    assert_same_analysis(tmp_path / "serial", tmp_path / "dask")
-    G, H = read_graph(tmp_path / "serial" / "landscape.json"), read_graph(tmp_path / "dask" / "landscape.json")
+def test_dask_local_cluster_gives_the_serial_result(tiny_run_master, tiny_reference, tmp_path):
+    dask = analyze(tiny_run_master, tmp_path / "dask", progress=False, workers=2, scheduler="local")
+    assert len(dask.extract.captured) == len(dask.rows) > 0 and dask.extract.reused == []
+    assert_same_analysis(tiny_reference, tmp_path / "dask")
+    G, H = read_graph(tiny_reference / "landscape.json"), read_graph(tmp_path / "dask" / "landscape.json")
     assert set(G.nodes) == set(H.nodes) and set(G.edges) == set(H.edges)
     assert [G.nodes[n]["member_steps"] for n in G] == [H.nodes[n]["member_steps"] for n in G]
 
 
-def test_process_pool_gives_the_serial_result(tiny_run, tmp_path):
-    analyze(tiny_run, tmp_path / "serial", progress=False, workers=1)
-    pooled = analyze(tiny_run, tmp_path / "pool", progress=False, workers=2)
-    assert pooled.extract.failed == []
-    assert_same_analysis(tmp_path / "serial", tmp_path / "pool")
+def test_process_pool_gives_the_serial_result(tiny_run_master, tiny_reference, tmp_path):
+    pooled = analyze(tiny_run_master, tmp_path / "pool", progress=False, workers=2)
+    assert pooled.extract.failed == [] and len(pooled.extract.captured) == len(pooled.rows) > 0
+    assert_same_analysis(tiny_reference, tmp_path / "pool")
 
 
 def test_executor_options():
