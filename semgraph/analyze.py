@@ -22,11 +22,12 @@ from semgraph.errors import ConfigError, SemgraphError
 from semgraph.extract import CaptureConfig, ExtractReport, extract_run
 from semgraph.io import atomic_write_json
 from semgraph.landscape import build_landscape, node_path
+from semgraph.parallel import make_executor
 from semgraph.probing import run_probes
 from semgraph.recorder import read_metrics
 from semgraph.states import (WardStates, describe_node, order_by_first_visit, refine_by_concepts,
                              signature_matrix)
-from semgraph.store import ActivationStore
+from semgraph.store import ActivationStore, clean_stale_temps
 from semgraph.tasks import task_from_spec
 
 
@@ -43,24 +44,35 @@ class AnalysisResult:
 def analyze(run_dir: str | Path, out: str | Path, *, strict: bool = False, progress: bool = True,
             probes: Sequence[Probe] | None = None, signature: Sequence[str] | None = None,
             max_states: int = 8, batch_size: int = 1024, run_spec: dict[str, Any] | None = None,
-            trust: bool = False, payload: str | None = None) -> AnalysisResult:
+            trust: bool = False, payload: str | None = None, workers: int | None = 1,
+            scheduler: str | None = None) -> AnalysisResult:
     """Analyze a run folder. ``run_spec`` (see semgraph.runspec) gives folders without run.json their
-    model, task and analysis settings; ``trust`` allows full unpickling of torch checkpoints."""
+    model, task and analysis settings; ``trust`` allows full unpickling of torch checkpoints.
+    ``workers`` processes capture checkpoints in parallel (None: one per core); ``scheduler`` sends them
+    to dask.distributed instead ("local" or "tcp://host:port"). Results do not depend on either."""
     out = Path(out)
     runs = discover(run_dir, run_spec, trust=trust, payload=payload)
     for run in runs:
         for problem in run.problems:
             warnings.warn(problem, stacklevel=2)
     store = ActivationStore(out / "store")
+    clean_stale_temps(out)
     report = ExtractReport()
     rows: list[dict[str, Any]] = []
     sig_keys: list[str] | None = list(signature) if signature else None
+    executor = make_executor(workers, scheduler)
+    try:
+        for run in runs:
+            task, defaults = _task_for(run)
+            cfg = CaptureConfig(hooks=defaults["hooks"], params=defaults["params"], batch_size=batch_size,
+                                position=defaults.get("position", -1))
+            extract_run(run, task.probe_set(), cfg, store, strict=strict, report=report, progress=progress,
+                        executor=executor)
+    finally:
+        executor.close()
     for run in runs:
         task, defaults = _task_for(run)
         probe_set = task.probe_set()
-        cfg = CaptureConfig(hooks=defaults["hooks"], params=defaults["params"], batch_size=batch_size,
-                            position=defaults.get("position", -1))
-        extract_run(run, probe_set, cfg, store, strict=strict, report=report, progress=progress)
         done = [c.step for c in run.checkpoints if store.is_done(run.name, c.step, _sid(store, run, c.step))]
         run_probes_list = list(probes) if probes is not None else \
             [probe_library.make_probe(name, **params) for name, params in defaults["probes"]]

@@ -50,6 +50,10 @@ def select_position(t: torch.Tensor, position: int | None) -> torch.Tensor:
     return t[:, position]
 
 
+class StopForward(Exception):
+    """Raised by the last requested hook to skip the layers after it (see ``capture(stop_early=True)``)."""
+
+
 class Captured(dict):
     """hook name -> list of per-batch CPU float32 tensors; ``calls`` counts hook firings per forward."""
 
@@ -67,8 +71,12 @@ class Captured(dict):
 
 @contextlib.contextmanager
 def capture(model: torch.nn.Module, names: Sequence[str], *, position: int | None = -1,
-            dtype: torch.dtype = torch.float32) -> Iterator[Captured]:
+            dtype: torch.dtype = torch.float32, stop_early: bool = False) -> Iterator[Captured]:
     """Record the outputs of ``names`` during forward passes inside the block.
+
+    With ``stop_early=True`` the hook that completes the set of requested names raises ``StopForward``, so
+    the layers after the last requested one are never computed (the logits are then not available); call
+    the model through ``forward(model, x)``, which swallows it.
 
     A module that fires more than once per forward pass (shared weights, a reused activation) is refused
     with an error instead of being silently overwritten; use ``check_fired`` after a forward pass to turn
@@ -86,6 +94,8 @@ def capture(model: torch.nn.Module, names: Sequence[str], *, position: int | Non
                                     fix="hook a module that runs once per forward (not a shared one)")
             t = select_position(output_tensor(output).detach(), position)
             store[name].append(t.to("cpu", dtype=dtype, copy=True))
+            if stop_early and all(store.calls.get(n, 0) for n in store):
+                raise StopForward
         return hook
 
     try:
@@ -96,6 +106,14 @@ def capture(model: torch.nn.Module, names: Sequence[str], *, position: int | Non
     finally:
         for handle in handles:
             handle.remove()
+
+
+def forward(model: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+    """``model(*args, **kwargs)``, returning None when a ``stop_early`` capture cut the pass short."""
+    try:
+        return model(*args, **kwargs)
+    except StopForward:
+        return None
 
 
 def check_fired(store: Captured, names: Sequence[str]) -> None:

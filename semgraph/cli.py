@@ -63,7 +63,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     res = analyze(args.run_dir, args.out, strict=args.strict, max_states=args.max_states,
                   batch_size=args.batch_size, run_spec=runspec.from_args(args),
-                  trust=args.trust_checkpoints, payload=args.payload)
+                  trust=args.trust_checkpoints, payload=args.payload, workers=args.workers,
+                  scheduler=args.scheduler)
     G, s = res.graph, res.summary
     print(f"\nlandscape: {G.number_of_nodes()} nodes, {G.number_of_edges()} edges "
           f"(store: {s['store']['captured']} captured, {s['store']['reused']} reused, "
@@ -145,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--batch-size", type=int, default=1024)
     from semgraph.runspec import add_arguments as add_run_spec_arguments
     add_run_spec_arguments(a)
+    a.add_argument("--workers", type=int, default=None,
+                   help="processes capturing checkpoints in parallel (default: one per core; 1 = serial)")
+    a.add_argument("--scheduler", help="run the capture on dask.distributed: 'local' (a LocalCluster of "
+                   "--workers processes) or a scheduler address tcp://HOST:PORT (e.g. from dask-jobqueue)")
     a.set_defaults(func=cmd_analyze)
 
     i = sub.add_parser("inspect", help="list runs, steps, formats, model signature and problems (no model run)")

@@ -1,25 +1,32 @@
 """Stage: load each checkpoint into its model, run the probe set through it with hooks, stream to the store.
 
 Resumable: a checkpoint whose store file is complete (manifest entry with the same source file) is skipped
-without loading weights or running the model. One bad checkpoint is recorded as failed and skipped with a
-warning (``strict=True`` makes it fatal); the others are analysed.
+without loading weights or running the model. Checkpoints are independent jobs (``capture_checkpoint``) that
+a process pool or a dask cluster can run; each writes its own file and only the caller updates the manifest.
+One bad checkpoint is recorded as failed and skipped with a warning (``strict=True`` makes it fatal); the
+others are analysed.
 """
 from __future__ import annotations
 
+import functools
+import gc
 import hashlib
+import json
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from semgraph.capture import capture, check_fired, output_tensor, select_position
+from semgraph.capture import capture, check_fired, forward, output_tensor, select_position
 from semgraph.checkpoints import CheckpointRef, Run, file_sha256, load_checkpoint
-from semgraph.errors import CheckpointError, ConfigError, CorruptCheckpointError
+from semgraph.errors import CheckpointError, ConfigError
 from semgraph.models import build_model, load_weights
+from semgraph.parallel import Executor, SerialExecutor
 from semgraph.store import ActivationStore
 from semgraph.tasks.base import ProbeSet
 
@@ -32,6 +39,8 @@ class CaptureConfig:
     params: Sequence[str] = ()
     batch_size: int = 1024
     position: int | None = -1
+    logits: bool = True  # False: no logits stored, and the forward pass stops after the last requested hook
+    compression: str | None = "auto"  # see semgraph.store.CheckpointWriter
 
 
 @dataclass
@@ -45,7 +54,8 @@ class ExtractReport:
 def source_id(ref: CheckpointRef, cfg: CaptureConfig) -> str:
     """Identifies (checkpoint file state, capture settings) cheaply: size + mtime + settings."""
     st = os.stat(ref.path)
-    settings = f"{list(cfg.hooks)}|{list(cfg.params)}|{cfg.position}|v{EXTRACT_VERSION}"
+    settings = f"{list(cfg.hooks)}|{list(cfg.params)}|{cfg.position}|v{EXTRACT_VERSION}" + \
+        ("" if cfg.logits else "|no-logits")
     return f"{st.st_size}:{st.st_mtime_ns}:{hashlib.sha1(settings.encode()).hexdigest()[:10]}"
 
 
@@ -59,74 +69,161 @@ def weights_sha256(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def extract_run(run: Run, probe_set: ProbeSet, cfg: CaptureConfig, store: ActivationStore, *,
-                strict: bool = False, report: ExtractReport | None = None, progress: bool = True
-                ) -> ExtractReport:
-    report = report or ExtractReport()
-    model: torch.nn.Module | None = None
-    seen_hashes = {e["weights_sha256"]: int(k.split("/")[-1]) for k, e in store.manifest["entries"].items()
-                   if k.startswith(f"{run.name}/") and e.get("status") == "done" and "weights_sha256" in e}
-    inputs = torch.as_tensor(probe_set.inputs)
-    bar = tqdm(run.checkpoints, desc=f"capture {run.name}", unit="ckpt", disable=not progress)
-    for ref in bar:
-        sid = source_id(ref, cfg)
-        if store.is_done(run.name, ref.step, sid):
-            report.reused.append((run.name, ref.step))
-            continue
-        try:
-            loaded = load_checkpoint(ref)
-            state = loaded.state
-            if model is None:
-                model = build_model(run.info["model"])
-                model.eval()
-                _check_params(model, cfg, run)
-            notes = loaded.notes + load_weights(model, state, source=ref.label)
-        except CheckpointError as exc:
-            kind = getattr(exc, "kind", "keys")
-            if strict:
-                raise
-            warnings.warn(f"skipping {exc}", stacklevel=2)
-            store.record(run.name, ref.step, {"status": "failed", "kind": kind, "error": str(exc),
-                                              "source": str(ref.path), "source_id": sid})
-            report.failed.append((run.name, ref.step, str(exc)))
-            continue
-        whash = weights_sha256(state)
-        attrs = {"run": run.name, "step": ref.step, "hooks": list(cfg.hooks), "dtype": "float32",
-                 "checkpoint": str(ref.path), "checkpoint_sha256": file_sha256(ref.path),
-                 "weights_sha256": whash, "position": "all" if cfg.position is None else cfg.position,
-                 "n_inputs": len(inputs)}
-        with store.writer(run.name, ref.step, attrs) as w, torch.no_grad(), \
-                capture(model, cfg.hooks, position=cfg.position) as acts:
-            for start in range(0, len(inputs), cfg.batch_size):
-                out = model(inputs[start:start + cfg.batch_size])
-                check_fired(acts, cfg.hooks)
-                logits = select_position(output_tensor(out).detach(), probe_set.answer_position)
+@dataclass
+class CaptureJob:
+    """One checkpoint to capture: everything a worker process needs, picklable."""
+
+    ref: CheckpointRef
+    source_id: str
+    model_spec: dict
+    store_root: str
+
+    @property
+    def run(self) -> str:
+        return self.ref.run
+
+    @property
+    def step(self) -> int:
+        return self.ref.step
+
+
+# One model per worker process, rebuilt only when the spec changes: weights are reloaded in place for each
+# checkpoint, so memory stays that of one model however many checkpoints a worker handles.
+_MODEL: dict[str, Any] = {"key": None, "model": None}
+
+
+def _model_for(spec: dict) -> torch.nn.Module:
+    key = json.dumps(spec, sort_keys=True, default=str)
+    if _MODEL["key"] != key:
+        release_model()
+        model = build_model(spec)
+        model.eval()
+        _MODEL.update(key=key, model=model)
+    return _MODEL["model"]
+
+
+def release_model() -> None:
+    """Drop the cached model of this process (called when a sweep ends)."""
+    _MODEL.update(key=None, model=None)
+    gc.collect()
+
+
+def capture_checkpoint(job: CaptureJob, inputs: np.ndarray, answer_position: int, cfg: CaptureConfig
+                       ) -> dict[str, Any]:
+    """Load one checkpoint, capture it batch by batch into its own store file; returns its manifest entry.
+
+    Runs in the orchestrating process or in a worker (process pool, dask); it never touches the manifest.
+    A checkpoint that cannot be loaded gives a ``failed`` entry instead of an exception.
+    """
+    ref = job.ref
+    try:
+        loaded = load_checkpoint(ref)
+        state = loaded.state
+        model = _model_for(job.model_spec)
+        _check_params(model, cfg, ref)
+        notes = loaded.notes + load_weights(model, state, source=ref.label)
+    except CheckpointError as exc:
+        return {"status": "failed", "kind": getattr(exc, "kind", "keys"), "error": str(exc),
+                "source": ref.label, "source_id": job.source_id}
+    whash = weights_sha256(state)
+    del state
+    store = ActivationStore(job.store_root, read_manifest=False)
+    attrs = {"run": job.run, "step": job.step, "hooks": list(cfg.hooks), "dtype": "float32",
+             "checkpoint": ref.label, "checkpoint_sha256": file_sha256(ref.path), "source_id": job.source_id,
+             "weights_sha256": whash, "position": "all" if cfg.position is None else cfg.position,
+             "n_inputs": len(inputs)}
+    x = torch.as_tensor(inputs)
+    with store.writer(job.run, job.step, attrs, compression=cfg.compression) as w, torch.no_grad(), \
+            capture(model, cfg.hooks, position=cfg.position, stop_early=not cfg.logits) as acts:
+        for start in range(0, len(x), cfg.batch_size):
+            out = forward(model, x[start:start + cfg.batch_size])
+            check_fired(acts, cfg.hooks)
+            if cfg.logits:
+                logits = select_position(output_tensor(out).detach(), answer_position)
                 w.append("logits", logits.to("cpu", torch.float32).numpy())
-                for name, t in acts.pop_batch().items():
-                    w.append(f"acts/{name}", t.numpy())
+            for name, t in acts.pop_batch().items():
+                w.append(f"acts/{name}", t.numpy())
+        if cfg.params:
             model_state = model.state_dict()
             for name in cfg.params:
                 w.put(f"params/{name}", model_state[name].detach().to("cpu", torch.float32).numpy())
-        entry = {"status": "done", "source": ref.label, "source_id": sid, "weights_sha256": whash,
-                 "file": str(store.path_for(run.name, ref.step).relative_to(store.root)),
-                 "format": ref.format, "notes": notes, "stored": loaded.meta}
-        if whash in seen_hashes and seen_hashes[whash] != ref.step:
-            entry["identical_to_step"] = seen_hashes[whash]
-            report.duplicates.append((run.name, ref.step, seen_hashes[whash]))
-            warnings.warn(f"{ref.path}: step {ref.step} has the same weights as step {seen_hashes[whash]}",
-                          stacklevel=2)
-        seen_hashes.setdefault(whash, ref.step)
-        store.record(run.name, ref.step, entry)
-        report.captured.append((run.name, ref.step))
-    del model
-    return report
+    return {"status": "done", "source": ref.label, "source_id": job.source_id, "weights_sha256": whash,
+            "file": str(store.path_for(job.run, job.step).relative_to(store.root)),
+            "format": ref.format, "notes": notes, "stored": loaded.meta}
 
 
-def _check_params(model: torch.nn.Module, cfg: CaptureConfig, run: Run) -> None:
+def _check_params(model: torch.nn.Module, cfg: CaptureConfig, ref: CheckpointRef) -> None:
     """Weights the probes need must exist in the model (a wrong name is a config error, not a KeyError)."""
     names = set(model.state_dict())
     missing = [n for n in cfg.params if n not in names]
     if missing:
         raise ConfigError(f"the model has no weights named {missing} (it has e.g. {sorted(names)[:6]})",
-                          path=run.path, stage="capture",
+                          path=ref.path, stage="capture",
                           fix="pass --params / --fourier-param with names from the model's state dict")
+
+
+def extract_run(run: Run, probe_set: ProbeSet, cfg: CaptureConfig, store: ActivationStore, *,
+                strict: bool = False, report: ExtractReport | None = None, progress: bool = True,
+                executor: Executor | None = None) -> ExtractReport:
+    """Capture every checkpoint of ``run`` not already in ``store``; only this process writes the manifest.
+
+    ``executor`` (semgraph.parallel) spreads checkpoints over worker processes or a dask cluster; each
+    worker writes its own per-checkpoint file and the manifest is updated here as results arrive, so a kill
+    at any moment loses at most the checkpoints in flight.
+    """
+    report = report or ExtractReport()
+    store.recover()
+    jobs: list[CaptureJob] = []
+    for ref in run.checkpoints:
+        sid = source_id(ref, cfg)
+        if store.is_done(run.name, ref.step, sid):
+            report.reused.append((run.name, ref.step))
+        else:
+            jobs.append(CaptureJob(ref=ref, source_id=sid, model_spec=dict(run.info["model"]),
+                                   store_root=str(store.root)))
+    own = executor is None
+    executor = executor or SerialExecutor()
+    fn = functools.partial(capture_checkpoint, inputs=np.asarray(probe_set.inputs),
+                           answer_position=probe_set.answer_position, cfg=cfg)
+    captured = []
+    try:
+        bar = tqdm(total=len(jobs), desc=f"capture {run.name}", unit="ckpt", disable=not progress or not jobs)
+        for job, entry in executor.map_unordered(fn, jobs):
+            bar.update()
+            if entry["status"] == "failed":
+                if strict:
+                    raise CheckpointError(entry["error"])  # the message already names file, stage and fix
+                warnings.warn(f"skipping {entry['error']}", stacklevel=2)
+                report.failed.append((run.name, job.step, entry["error"]))
+            else:
+                captured.append(job.step)
+            store.record(run.name, job.step, entry)
+        bar.close()
+    finally:
+        if own:
+            executor.close()
+        release_model()
+    report.captured += [(run.name, s) for s in sorted(captured)]
+    report.failed.sort(key=lambda f: (f[0], f[1]))
+    _mark_duplicates(run, store, report, warn_for=set(captured))
+    return report
+
+
+def _mark_duplicates(run: Run, store: ActivationStore, report: ExtractReport, warn_for: set[int]) -> None:
+    """Flag checkpoints whose weights equal an earlier step's, in step order (so any capture order agrees)."""
+    first: dict[str, int] = {}
+    for ref in run.checkpoints:
+        entry = store.manifest["entries"].get(store.key(run.name, ref.step))
+        if not entry or entry.get("status") != "done" or not entry.get("weights_sha256"):
+            continue
+        same = first.setdefault(entry["weights_sha256"], ref.step)
+        want = same if same != ref.step else None
+        if entry.get("identical_to_step") != want:
+            entry = {k: v for k, v in entry.items() if k != "identical_to_step"}
+            if want is not None:
+                entry["identical_to_step"] = want
+            store.record(run.name, ref.step, entry)
+        if want is not None:
+            report.duplicates.append((run.name, ref.step, want))
+            if ref.step in warn_for:
+                warnings.warn(f"{ref.path}: step {ref.step} has the same weights as step {want}", stacklevel=3)

@@ -11,6 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import socket
+import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -22,6 +26,53 @@ from semgraph.io import atomic_write_json
 
 STORE_FORMAT = "semgraph-store/1"
 MANIFEST = "manifest.json"
+# temporary names: ".<final name>.<pid>.tmp" (semgraph.io) or ".<final name>.<host>@<pid>.tmp" (store files)
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?:(?P<host>[A-Za-z0-9_\-]+)@)?(?P<pid>\d+)\.tmp$")
+FOREIGN_TEMP_AGE_S = 24 * 3600  # a temp file of another host untouched this long belongs to a dead worker
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_\-]", "_", socket.gethostname()) or "host"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own leftovers from an earlier call (we are not writing it now)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete temporary files left by killed writers under ``folder``; returns what was removed.
+
+    A temp file is stale when the process that wrote it (pid in the name) is gone on this host, or when it
+    comes from another host and has not been touched for a day. Call only from the orchestrating process
+    before it starts workers: live writers of this host are kept anyway.
+    """
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    here, now = _host(), time.time()
+    for path in folder.rglob(".*.tmp"):
+        m = _TEMP.match(path.name)
+        if not m or not path.is_file():
+            continue
+        host = m.group("host")
+        if host in (None, here):
+            stale = not _pid_alive(int(m.group("pid")))
+        else:
+            stale = now - path.stat().st_mtime > FOREIGN_TEMP_AGE_S
+        if stale:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def _h5_name(name: str) -> str:
@@ -31,11 +82,12 @@ def _h5_name(name: str) -> str:
 
 
 class ActivationStore:
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, *, read_manifest: bool = True):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.manifest_path = self.root / MANIFEST
-        self.manifest = self._read_manifest()
+        # workers (read_manifest=False) only write their own files; the orchestrator owns the manifest
+        self.manifest = self._read_manifest() if read_manifest else {"format": STORE_FORMAT, "entries": {}}
 
     # ---- manifest -------------------------------------------------------------------------------------
     def _read_manifest(self) -> dict[str, Any]:
@@ -43,9 +95,17 @@ class ActivationStore:
             return {"format": STORE_FORMAT, "entries": {}}
         try:
             data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+            if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):
+                raise ValueError("no 'entries' table")
+        except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+            # Never half-written by semgraph (atomic rename), but a crash of the machine or a hand edit can
+            # leave it so: the finished .h5 files carry their own provenance, so the manifest is rebuilt.
+            warnings.warn(f"{self.manifest_path}: manifest is unreadable ({exc}); rebuilding it from the "
+                          f"finished .h5 files", stacklevel=3)
+            return {"format": STORE_FORMAT, "entries": {}}
+        except OSError as exc:
             raise StoreError(f"manifest is unreadable: {exc}", path=self.manifest_path, stage="store",
-                             fix="delete manifest.json; finished .h5 files are found again and reused") from exc
+                             fix="check the folder's permissions; finished .h5 files are kept") from exc
         if data.get("format") != STORE_FORMAT:
             raise StoreError(f"manifest format {data.get('format')!r} is not {STORE_FORMAT!r}",
                              path=self.manifest_path, stage="store", fix="analyze into a new --out folder")
@@ -75,18 +135,64 @@ class ActivationStore:
         self.manifest["entries"][self.key(run, step)] = dict(entry)
         atomic_write_json(self.manifest_path, self.manifest)
 
+    def recover(self) -> list[str]:
+        """Make the manifest agree with the files after a kill; returns the keys adopted.
+
+        Removes stale temporary files, adopts finished files the manifest does not list (killed between
+        the rename and the manifest update, or a manifest rebuilt after damage) and forgets ``done`` entries
+        whose file is gone. Only the orchestrating process calls this, before it starts workers.
+        """
+        clean_stale_temps(self.root)
+        entries = self.manifest["entries"]
+        changed = False
+        for key, entry in list(entries.items()):
+            if entry.get("status") == "done" and not (self.root / entry.get("file", "")).is_file():
+                del entries[key]
+                changed = True
+        adopted = []
+        for path in sorted(self.root.glob("*/step_*.h5")):
+            entry = self._entry_from_file(path)
+            if entry is None:
+                continue
+            key = self.key(entry.pop("run"), entry.pop("step"))
+            if entries.get(key, {}).get("status") == "done":
+                continue
+            entries[key] = entry
+            adopted.append(key)
+            changed = True
+        if changed or not self.manifest_path.exists():
+            atomic_write_json(self.manifest_path, self.manifest)
+        return adopted
+
+    def _entry_from_file(self, path: Path) -> dict[str, Any] | None:
+        """The manifest entry a finished file describes (None for files that carry no provenance)."""
+        try:
+            with h5py.File(path, "r") as fh:
+                a = dict(fh.attrs)
+        except OSError:
+            return None
+        if "source_id" not in a or "run" not in a or "step" not in a:
+            return None
+        run, step = str(a["run"]), int(a["step"])
+        if path != self.path_for(run, step):
+            return None
+        return {"run": run, "step": step, "status": "done", "source": str(a.get("checkpoint", "")),
+                "source_id": str(a["source_id"]), "weights_sha256": str(a.get("weights_sha256", "")),
+                "file": str(path.relative_to(self.root))}
+
     # ---- files ----------------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def writer(self, run: str, step: int, attrs: Mapping[str, Any]) -> Iterator["CheckpointWriter"]:
+    def writer(self, run: str, step: int, attrs: Mapping[str, Any], *, compression: str | None = "auto"
+               ) -> Iterator["CheckpointWriter"]:
         """Write one checkpoint's file under a temporary name; renamed into place only on success."""
         final = self.path_for(run, step)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+        tmp = final.with_name(f".{final.name}.{_host()}@{os.getpid()}.tmp")
         try:
             with _open_h5(tmp, "w") as fh:  # tmp is ours alone; the finished file is never opened to write
                 for k, v in attrs.items():
                     fh.attrs[k] = _attr(v)
-                yield CheckpointWriter(fh)
+                yield CheckpointWriter(fh, compression)
             os.replace(tmp, final)
         finally:
             if tmp.exists():
@@ -101,10 +207,17 @@ class ActivationStore:
 
 
 class CheckpointWriter:
-    """Appends batches to resizable, chunked, compressed datasets."""
+    """Appends batches to resizable, chunked datasets (about 1 MiB per chunk, whole rows).
 
-    def __init__(self, fh: h5py.File):
+    ``compression="auto"`` compresses (LZF + byte shuffle) a dataset whose first batch is at least half zero
+    bytes: activations upcast from bf16/fp16 or sparse ReLU outputs shrink 2x or more for little CPU, while
+    dense float32 activations shrink by under 10% at a cost close to the forward pass itself, so those are
+    stored plain. ``"lzf"``, ``"gzip"`` or ``None`` force a choice; h5py reads all of them without plugins.
+    """
+
+    def __init__(self, fh: h5py.File, compression: str | None = "auto"):
         self.fh = fh
+        self.compression = compression
 
     def append(self, name: str, batch: np.ndarray) -> None:
         name = _h5_name(name)
@@ -112,7 +225,7 @@ class CheckpointWriter:
         if name not in self.fh:
             chunk_rows = max(1, min(len(batch), max(1, (1 << 20) // max(1, batch[0].nbytes))))
             self.fh.create_dataset(name, data=batch, maxshape=(None, *batch.shape[1:]),
-                                   chunks=(chunk_rows, *batch.shape[1:]), compression="lzf", shuffle=True)
+                                   chunks=(chunk_rows, *batch.shape[1:]), **_filters(batch, self.compression))
             return
         ds = self.fh[name]
         n = ds.shape[0]
@@ -121,6 +234,18 @@ class CheckpointWriter:
 
     def put(self, name: str, array: np.ndarray) -> None:
         self.fh.create_dataset(_h5_name(name), data=np.asarray(array), compression="lzf")
+
+
+def _filters(batch: np.ndarray, compression: str | None) -> dict[str, Any]:
+    if compression == "auto":
+        raw = batch.view(np.uint8) if batch.size else batch
+        compression = "lzf" if batch.size and np.count_nonzero(raw == 0) >= raw.size / 2 else None
+    if compression is None:
+        return {}
+    if compression not in ("lzf", "gzip"):
+        raise StoreError(f"unknown compression {compression!r}", stage="store",
+                         fix="use 'auto', 'lzf', 'gzip' or None")
+    return {"compression": compression, "shuffle": True}
 
 
 def read_group(fh: h5py.File, group: str) -> dict[str, np.ndarray]:

@@ -27,3 +27,13 @@ def tiny_run(tiny_run_master, tmp_path) -> Path:
     dst = tmp_path / "tiny"
     shutil.copytree(tiny_run_master, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tiny_run_master, tmp_path_factory) -> Path:
+    """An uninterrupted serial `analyze` of the (unmodified) tiny run, to compare other ways of running it with."""
+    from semgraph.analyze import analyze
+
+    out = tmp_path_factory.mktemp("reference") / "out"
+    analyze(tiny_run_master, out, progress=False, workers=1)
+    return out
