@@ -62,6 +62,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from semgraph.sweep import SweepConfig, parse_list, run_sweep
+
+    cfg = SweepConfig(seeds=parse_list(args.seeds, int), fractions=parse_list(args.fractions, float),
+                      sizes=parse_list(args.sizes, int), p=args.p, steps=args.steps, every=args.every,
+                      lr=args.lr, weight_decay=args.weight_decay)
+    report = run_sweep(args.out, cfg, jobs=args.jobs)
+    print(f"sweep: {len(report['trained'])} runs trained, {len(report['failed'])} failed, "
+          f"{report['seconds']:.0f} s with {report['jobs']} processes")
+    if args.no_analyze:
+        return 0 if not report["failed"] else 2
+    args.run_dir, args.out = args.out, args.analysis_out or str(Path(args.out) / "analysis")
+    return cmd_analyze(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="semgraph", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +107,25 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--max-states", type=int, default=8)
     a.add_argument("--batch-size", type=int, default=1024)
     a.set_defaults(func=cmd_analyze)
+
+    w = sub.add_parser("sweep", help="train modular addition over seeds x data fractions x sizes in parallel, "
+                                     "then analyze all runs into one landscape")
+    w.add_argument("--out", required=True, help="sweep folder (one sub-folder per run)")
+    w.add_argument("--seeds", default="0,1,2,3")
+    w.add_argument("--fractions", default="0.4,0.6,0.8", help="training data fractions")
+    w.add_argument("--sizes", default="64", help="d_model values (d_mlp = 4 d_model)")
+    w.add_argument("--p", type=int, default=31)
+    w.add_argument("--steps", type=int, default=1500)
+    w.add_argument("--lr", type=float, default=3e-3)
+    w.add_argument("--weight-decay", type=float, default=1.0)
+    w.add_argument("--every", type=int, default=100, help="checkpoint every N steps (after a log-spaced start)")
+    w.add_argument("--jobs", type=int, default=None, help="parallel training processes (default: CPU count)")
+    w.add_argument("--no-analyze", action="store_true", help="only train")
+    w.add_argument("--analysis-out", help="analysis folder (default: OUT/analysis)")
+    w.add_argument("--strict", action="store_true")
+    w.add_argument("--max-states", type=int, default=8)
+    w.add_argument("--batch-size", type=int, default=1024)
+    w.set_defaults(func=cmd_sweep)
 
     e = sub.add_parser("export", help="convert a landscape graph file to another format")
     e.add_argument("graph")
