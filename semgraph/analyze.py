@@ -41,7 +41,10 @@ class AnalysisResult:
 
 def analyze(run_dir: str | Path, out: str | Path, *, strict: bool = False, progress: bool = True,
             probes: Sequence[Probe] | None = None, signature: Sequence[str] | None = None,
-            max_states: int = 8, batch_size: int = 1024) -> AnalysisResult:
+            max_states: int = 8, batch_size: int = 1024, states: str | None = None,
+            compare_states: Sequence[str] | None = None) -> AnalysisResult:
+    """``states``: the state model (semgraph.state_models.METHODS; default DEFAULT_METHOD); ``compare_states``:
+    other methods fitted too, for the agreement table (default: all others)."""
     out = Path(out)
     runs = discover(run_dir)
     for run in runs:
@@ -65,9 +68,21 @@ def analyze(run_dir: str | Path, out: str | Path, *, strict: bool = False, progr
     if not rows:
         raise SemgraphError("no checkpoint could be analysed (all failed to load)", path=run_dir,
                             stage="analyze", fix="see the warnings above for each file and its fix")
-    G = _states_and_graph(rows, sig_keys, max_states, runs)
+    from semgraph.state_models import DEFAULT_METHOD
+    method = states or DEFAULT_METHOD
+    if method == "ward":
+        G = _states_and_graph(rows, sig_keys, max_states, runs)
+    else:
+        G = _pooled_states_and_graph(rows, sig_keys, max_states, runs, method)
+    agreement = _compare_states(G, rows, sig_keys, max_states, method, compare_states)
+    from semgraph.observables import observe_graph, write_observables
+    obs = observe_graph(G, rows)
     result = AnalysisResult(out=out, graph=G, rows=rows, extract=report)
     _write_outputs(result, runs)
+    result.files.update(write_observables(obs, out))
+    result.files["states_agreement"] = out / "states_agreement.json"
+    atomic_write_json(result.files["states_agreement"], agreement)
+    result.summary["observables"] = obs
     return result
 
 
@@ -104,6 +119,52 @@ def _states_and_graph(rows: list[dict[str, Any]], sig_keys: Sequence[str], max_s
     G.graph["signature_features"] = used
     G.graph["silhouette_by_k"] = {str(k): v for k, v in model.silhouette_.items()}
     return G
+
+
+def _pooled_states_and_graph(rows: list[dict[str, Any]], sig_keys: Sequence[str], max_states: int,
+                             runs: Sequence[Run], method: str) -> nx.DiGraph:
+    """Nodes from a pooled state model (semgraph.state_models), shared by every run."""
+    from semgraph.state_models import fit_states
+
+    labels, report = fit_states(method, rows, sig_keys, max_states)
+    labels = order_by_first_visit(labels, np.array([r["step"] for r in rows], dtype=float))
+    for r, lab in zip(rows, labels):
+        r["node"] = f"N{lab}"
+    node_info = {}
+    for node in sorted({r["node"] for r in rows}):
+        members = [r for r in rows if r["node"] == node]
+        label, concepts = describe_node(members)
+        node_info[node] = {"label": label, "concepts": concepts}
+    run_info = {run.name: {"metadata": run.info.get("metadata", {}), "task": run.info.get("task")} for run in runs}
+    G = build_landscape(rows, node_info, run_info)
+    G.graph["state_model"] = method
+    G.graph["signature_features"] = report["features"]
+    G.graph["state_selection_criterion"] = report["criterion"]
+    G.graph["state_selection"] = report["selection"]
+    G.graph["state_stability_ari"] = report["stability_ari"]
+    G.graph["state_stability_kind"] = report["stability_kind"]
+    return G
+
+
+def _compare_states(G: nx.DiGraph, rows: list[dict[str, Any]], sig_keys: Sequence[str], max_states: int,
+                    method: str, others: Sequence[str] | None) -> dict[str, Any]:
+    """Fit the other state models too; pairwise ARI / change-point F1 with the chosen one."""
+    from semgraph.state_models import METHODS, agreement_table, fit_states
+
+    labels = {method: np.array([int(r["node"].lstrip("N")) for r in rows])}
+    reports: dict[str, Any] = {method: {"n_states": G.number_of_nodes(),
+                                        "stability_ari": G.graph.get("state_stability_ari")}}
+    for m in (others if others is not None else [m for m in METHODS if m != method]):
+        if m == method:
+            continue
+        try:
+            labels[m], reports[m] = fit_states(m, rows, sig_keys, max_states)
+        except (SemgraphError, ValueError, np.linalg.LinAlgError) as exc:  # a cross-check must not sink the run
+            reports[m] = {"error": f"{type(exc).__name__}: {exc}"}
+    table = agreement_table(labels, rows)
+    G.graph["state_agreement_ari"] = {f"{t['a']}~{t['b']}": t["ari"] for t in table
+                                      if method in (t["a"], t["b"])}
+    return {"chosen": method, "models": reports, "pairs": table}
 
 
 def grokking_step(rows: Sequence[dict[str, Any]], key: str, threshold: float) -> int | None:

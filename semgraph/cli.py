@@ -33,7 +33,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from semgraph.analyze import analyze
 
     res = analyze(args.run_dir, args.out, strict=args.strict, max_states=args.max_states,
-                  batch_size=args.batch_size)
+                  batch_size=args.batch_size, states=getattr(args, "states", None),
+                  compare_states=_compare_arg(getattr(args, "compare_states", None)))
     G, s = res.graph, res.summary
     print(f"\nlandscape: {G.number_of_nodes()} nodes, {G.number_of_edges()} edges "
           f"(store: {s['store']['captured']} captured, {s['store']['reused']} reused, "
@@ -46,9 +47,28 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     for run, info in s["runs"].items():
         print(f"  run {run}: path {' -> '.join(info['path'])}; memorised at step "
               f"{info['t_mem (train acc >= 0.99)']}, grokked at step {info['t_grok (test acc >= 0.95)']}")
+    if "observables" in s:
+        from semgraph.observables import summary_lines
+        print("\n".join(summary_lines(s["observables"])))
     print("files:")
     for key, path in res.files.items():
         print(f"  {key:>14}: {path}")
+    return 0
+
+
+def _compare_arg(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [] if text.strip().lower() == "none" else [m.strip() for m in text.split(",") if m.strip()]
+
+
+def cmd_observe(args: argparse.Namespace) -> int:
+    from semgraph.observables import observe, summary_lines
+
+    obs, files = observe(args.out_dir)
+    print("\n".join(summary_lines(obs)))
+    for key, path in files.items():
+        print(f"  {key:>16}: {path}")
     return 0
 
 
@@ -75,6 +95,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0 if not report["failed"] else 2
     args.run_dir, args.out = args.out, args.analysis_out or str(Path(args.out) / "analysis")
     return cmd_analyze(args)
+
+
+def _states_args(parser: argparse.ArgumentParser) -> None:
+    from semgraph.state_models import DEFAULT_METHOD, METHODS
+
+    parser.add_argument("--states", choices=METHODS, default=DEFAULT_METHOD,
+                        help=f"state model for the nodes (default: {DEFAULT_METHOD})")
+    parser.add_argument("--compare-states", help="other state models for the agreement table, comma-separated, "
+                                                 "or 'none' (default: all)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,7 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--strict", action="store_true", help="a corrupt checkpoint is fatal instead of skipped")
     a.add_argument("--max-states", type=int, default=8)
     a.add_argument("--batch-size", type=int, default=1024)
+    _states_args(a)
     a.set_defaults(func=cmd_analyze)
+
+    o = sub.add_parser("observe", help="recompute the landscape observables of an analysis folder")
+    o.add_argument("out_dir", help="folder written by `semgraph analyze --out`")
+    o.set_defaults(func=cmd_observe)
 
     w = sub.add_parser("sweep", help="train modular addition over seeds x data fractions x sizes in parallel, "
                                      "then analyze all runs into one landscape")
@@ -125,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--strict", action="store_true")
     w.add_argument("--max-states", type=int, default=8)
     w.add_argument("--batch-size", type=int, default=1024)
+    _states_args(w)
     w.set_defaults(func=cmd_sweep)
 
     e = sub.add_parser("export", help="convert a landscape graph file to another format")

@@ -48,7 +48,7 @@ def first_step(rows: Sequence[dict[str, Any]], key: str, threshold: float) -> in
     return None
 
 
-def test_loss_bump(rows: Sequence[dict[str, Any]], t_mem: int | None, t_g: int | None,
+def loss_bump(rows: Sequence[dict[str, Any]], t_mem: int | None, t_g: int | None,
                    key: str = "output.test_loss") -> float | None:
     """max test loss over [t_mem, t_g] (or to the end) minus test loss at t_mem; None before memorisation."""
     if t_mem is None:
@@ -74,7 +74,7 @@ def run_table(G: nx.DiGraph, rows: Sequence[dict[str, Any]], F_key: str = F_KEY)
             rec[f"t_mem_{a}"] = first_step(rr, "output.train_acc", a)
             rec[f"t_g_{a}"] = first_step(rr, "output.test_acc", a)
         t_mem = rec["t_mem_0.99"] if rec["t_mem_0.99"] is not None else rec["t_mem_0.9"]
-        rec["test_loss_bump"] = test_loss_bump(rr, t_mem, rec[f"t_g_{GROK_THRESHOLD}"])
+        rec["test_loss_bump"] = loss_bump(rr, t_mem, rec[f"t_g_{GROK_THRESHOLD}"])
         rec["grokked"] = rec[f"t_g_{GROK_THRESHOLD}"] is not None
         if run in G.graph.get("trajectories", {}):
             path = [v["node"] for v in visits([(int(s), n) for s, n in G.graph["trajectories"][run]])]
@@ -182,7 +182,7 @@ def fit_tg_divergence(D: np.ndarray, tg: np.ndarray, D_c: float | None, *, n_boo
             else:
                 f = lambda d, A, nu: A * (d - D_c) ** (-nu)  # noqa: E731
                 p0, bounds = [float(np.median(tx)) * 0.1, 1.0], ([0, 0], [np.inf, 10])
-            return optimize.curve_fit(f, Dx, tx, p0=p0, bounds=bounds, maxfev=20000)
+            return optimize.curve_fit(f, Dx, tx, p0=p0, bounds=bounds, maxfev=5000)
 
     if D_c is not None and np.any(D <= D_c):
         return {"nu": None, "reason": f"a grokked run has D <= D_c = {D_c:.3g}"}
@@ -208,7 +208,7 @@ def fit_tg_divergence(D: np.ndarray, tg: np.ndarray, D_c: float | None, *, n_boo
             nus.append(p[names.index("nu")])
         except (RuntimeError, ValueError):
             continue
-    out["nu_bootstrap_95"] = [float(np.percentile(nus, 2.5)), float(np.percentile(nus, 97.5))] if len(nus) >= 20 \
+    out["nu_bootstrap_95"] = [float(np.percentile(nus, 2.5)), float(np.percentile(nus, 97.5))] if len(nus) >= min(20, n_boot // 2) \
         else None
     out["n_runs"] = int(len(D))
     out["n_fractions"] = int(n_distinct)

@@ -76,8 +76,9 @@ class AgglomerativeStates(BaseEstimator, ClusterMixin):
         h = np.concatenate([[0.0], link[:, 2]])  # h[m] = height of the m-th merge (1-based)
         gaps = {}
         for k in range(2, min(self.max_states, n - 1) + 1):
-            # k clusters: cut between merge n-k (kept) and merge n-k+1 (undone)
-            gaps[k] = float(h[n - k + 1] - h[n - k])
+            # k clusters: cut between merge n-k (kept) and merge n-k+1 (undone); the gap is a height ratio,
+            # so a jump from within-cluster to between-cluster merges wins over gaps among the latter
+            gaps[k] = float(h[n - k + 1] / max(h[n - k], 1e-12))
         if self.distance_threshold is not None:
             t = float(self.distance_threshold)
         else:
@@ -99,7 +100,7 @@ class AgglomerativeStates(BaseEstimator, ClusterMixin):
         self.labels_ = _relabel(self.labels_)
         self.n_states_ = int(self.labels_.max() + 1)
         self.selection_ = {k: g for k, g in gaps.items()}
-        self.criterion_ = "gap in Ward merge heights (largest wins)"
+        self.criterion_ = "ratio of consecutive Ward merge heights at the cut (largest wins)"
         aris = []
         for _ in range(self.n_boot):
             idx = np.sort(rng.choice(len(Z), max(2, int(0.8 * len(Z))), replace=False))
@@ -184,7 +185,13 @@ class HMMStates(BaseEstimator, ClusterMixin):
                             random_state=seed, min_covar=1e-3, init_params="st")
             m.means_ = g.means_
             m.covars_ = g.covariances_
-            return m.fit(Z, lengths)
+            m.fit(Z, lengths)
+        T = np.array(m.transmat_)
+        T[T.sum(axis=1) <= 0] = 1.0 / k  # a state EM emptied: give it uniform exits so the model stays valid
+        m.transmat_ = T / T.sum(axis=1, keepdims=True)
+        if not np.isclose(m.startprob_.sum(), 1.0):
+            m.startprob_ = np.full(k, 1.0 / k)
+        return m
 
     def fit(self, X: np.ndarray, y: Any = None, lengths: Sequence[int] | None = None) -> "HMMStates":
         if self.criterion not in ("bic", "aic", "heldout"):
@@ -250,11 +257,13 @@ class ChangePointStates(BaseEstimator, ClusterMixin):
         Z = standardise(X)
         lengths = _lengths(len(Z), lengths)
         d = Z.shape[1]
-        # noise variance from first differences (robust: median absolute deviation), BIC-like penalty
-        diffs = np.concatenate([np.diff(Z[s:s + n], axis=0) for s, n in zip(np.cumsum([0] + lengths), lengths)
-                                if n > 1] or [np.zeros((1, d))])
-        sigma2 = float(np.median(np.abs(diffs)) / 0.6745 / np.sqrt(2)) ** 2 if diffs.size else 1.0
-        sigma2 = max(sigma2, 1e-6)
+        # noise variance per feature from nearest neighbours in the pooled rows: states recur across runs, so a
+        # row's nearest neighbour is almost always in its own state (E |z - z'|^2 = 2 d sigma^2 without the
+        # nearest-neighbour shrinkage; the median keeps outliers out). BIC-like penalty per change point.
+        from sklearn.neighbors import NearestNeighbors
+
+        dist = NearestNeighbors(n_neighbors=2).fit(Z).kneighbors(Z)[0][:, 1]
+        sigma2 = max(float(np.median(dist ** 2)) / (2 * d), 1e-6)
         self.penalty_ = float(self.penalty) if self.penalty is not None else \
             2.0 * d * sigma2 * np.log(max(len(Z), 2))
         seg_of_row = np.empty(len(Z), dtype=int)
@@ -282,7 +291,7 @@ class ChangePointStates(BaseEstimator, ClusterMixin):
         self.n_segments_ = int(len(means))
         self.selection_ = {"penalty": self.penalty_, "segments": self.n_segments_, **{
             f"gap k={k}": v for k, v in seg_model.selection_.items()}}
-        self.criterion_ = "PELT penalty 2 d sigma^2 log n; segment means cut at the largest Ward gap"
+        self.criterion_ = "PELT penalty 2 d sigma^2 log n; segment means cut at the largest Ward height ratio"
         self.stability_ = seg_model.stability_
         self.stability_kind_ = "bootstrap of the segment-mean clustering"
         return self
