@@ -42,9 +42,10 @@ class AnalysisResult:
 def analyze(run_dir: str | Path, out: str | Path, *, strict: bool = False, progress: bool = True,
             probes: Sequence[Probe] | None = None, signature: Sequence[str] | None = None,
             max_states: int = 8, batch_size: int = 1024, states: str | None = None,
-            compare_states: Sequence[str] | None = None) -> AnalysisResult:
+            compare_states: Sequence[str] | None = None, skip_probes: Sequence[str] = ()) -> AnalysisResult:
     """``states``: the state model (semgraph.state_models.METHODS; default DEFAULT_METHOD); ``compare_states``:
-    other methods fitted too, for the agreement table (default: all others)."""
+    other methods fitted too, for the agreement table (default: all others); ``skip_probes``: task-default
+    probes left out (e.g. "linear", ~4 CPU s per checkpoint, for large sweeps)."""
     out = Path(out)
     runs = discover(run_dir)
     for run in runs:
@@ -61,7 +62,7 @@ def analyze(run_dir: str | Path, out: str | Path, *, strict: bool = False, progr
         extract_run(run, probe_set, cfg, store, strict=strict, report=report, progress=progress)
         done = [c.step for c in run.checkpoints if store.is_done(run.name, c.step, _sid(store, run, c.step))]
         run_probes_list = list(probes) if probes is not None else \
-            [probe_library.make_probe(name, **params) for name, params in defaults["probes"]]
+            [probe_library.make_probe(name, **params) for name, params in defaults["probes"] if name not in skip_probes]
         rows += run_probes(run.name, done, probe_set, task.spec(), store, run_probes_list,
                            out / "probe_results", progress=progress)
         sig_keys = sig_keys or defaults["signature"]

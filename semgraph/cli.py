@@ -34,7 +34,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     res = analyze(args.run_dir, args.out, strict=args.strict, max_states=args.max_states,
                   batch_size=args.batch_size, states=getattr(args, "states", None),
-                  compare_states=_compare_arg(getattr(args, "compare_states", None)))
+                  compare_states=_compare_arg(getattr(args, "compare_states", None)),
+                  skip_probes=[x for x in (getattr(args, "skip_probes", "") or "").split(",") if x])
     G, s = res.graph, res.summary
     print(f"\nlandscape: {G.number_of_nodes()} nodes, {G.number_of_edges()} edges "
           f"(store: {s['store']['captured']} captured, {s['store']['reused']} reused, "
@@ -97,11 +98,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return cmd_analyze(args)
 
 
-def _states_args(parser: argparse.ArgumentParser) -> None:
+def _states_args(parser: argparse.ArgumentParser, default_skip: str = "") -> None:
     from semgraph.state_models import DEFAULT_METHOD, METHODS
 
     parser.add_argument("--states", choices=METHODS, default=DEFAULT_METHOD,
                         help=f"state model for the nodes (default: {DEFAULT_METHOD})")
+    parser.add_argument("--skip-probes", default=default_skip,
+                        help="task-default probes to leave out, comma-separated (e.g. linear)")
     parser.add_argument("--compare-states", help="other state models for the agreement table, comma-separated, "
                                                  "or 'none' (default: all)")
 
@@ -159,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--strict", action="store_true")
     w.add_argument("--max-states", type=int, default=8)
     w.add_argument("--batch-size", type=int, default=1024)
-    _states_args(w)
+    _states_args(w, default_skip="linear")
     w.set_defaults(func=cmd_sweep)
 
     e = sub.add_parser("export", help="convert a landscape graph file to another format")
