@@ -208,7 +208,7 @@ def fit_tg_divergence(D: np.ndarray, tg: np.ndarray, D_c: float | None, *, n_boo
             nus.append(p[names.index("nu")])
         except (RuntimeError, ValueError):
             continue
-    out["nu_bootstrap_95"] = [float(np.percentile(nus, 2.5)), float(np.percentile(nus, 97.5))] if len(nus) >= min(20, n_boot // 2) \
+    out["nu_bootstrap_95"] = [float(np.percentile(nus, 2.5)), float(np.percentile(nus, 97.5))] if nus and len(nus) >= min(20, n_boot // 2) \
         else None
     out["n_runs"] = int(len(D))
     out["n_fractions"] = int(n_distinct)
