@@ -25,7 +25,7 @@ from semgraph.landscape import build_landscape, node_path
 from semgraph.parallel import make_executor
 from semgraph.probing import run_probes
 from semgraph.recorder import read_metrics
-from semgraph.states import (WardStates, describe_node, order_by_first_visit, refine_by_concepts,
+from semgraph.states import (describe_node, order_by_first_visit, refine_by_concepts,
                              signature_matrix)
 from semgraph.store import ActivationStore, clean_stale_temps
 from semgraph.tasks import task_from_spec
@@ -45,11 +45,15 @@ def analyze(run_dir: str | Path, out: str | Path, *, strict: bool = False, progr
             probes: Sequence[Probe] | None = None, signature: Sequence[str] | None = None,
             max_states: int = 8, batch_size: int = 1024, run_spec: dict[str, Any] | None = None,
             trust: bool = False, payload: str | None = None, workers: int | None = 1,
-            scheduler: str | None = None) -> AnalysisResult:
+            scheduler: str | None = None, states: str | None = None,
+            compare_states: Sequence[str] | None = None, skip_probes: Sequence[str] = ()) -> AnalysisResult:
     """Analyze a run folder. ``run_spec`` (see semgraph.runspec) gives folders without run.json their
     model, task and analysis settings; ``trust`` allows full unpickling of torch checkpoints.
     ``workers`` processes capture checkpoints in parallel (None: one per core); ``scheduler`` sends them
-    to dask.distributed instead ("local" or "tcp://host:port"). Results do not depend on either."""
+    to dask.distributed instead ("local" or "tcp://host:port"). Results do not depend on either.
+    ``states``: the state model (semgraph.state_models.METHODS; default DEFAULT_METHOD); ``compare_states``:
+    other methods fitted too, for the agreement table (default: all others); ``skip_probes``: task-default
+    probes left out (e.g. "linear", ~4 CPU s per checkpoint, for large sweeps)."""
     out = Path(out)
     runs = discover(run_dir, run_spec, trust=trust, payload=payload)
     for run in runs:
@@ -75,16 +79,25 @@ def analyze(run_dir: str | Path, out: str | Path, *, strict: bool = False, progr
         probe_set = task.probe_set()
         done = [c.step for c in run.checkpoints if store.is_done(run.name, c.step, _sid(store, run, c.step))]
         run_probes_list = list(probes) if probes is not None else \
-            [probe_library.make_probe(name, **params) for name, params in defaults["probes"]]
+            [probe_library.make_probe(name, **params) for name, params in defaults["probes"] if name not in skip_probes]
         rows += run_probes(run.name, done, probe_set, task.spec(), store, run_probes_list,
                            out / "probe_results", progress=progress)
         sig_keys = sig_keys or defaults["signature"]
     if not rows:
         raise SemgraphError("no checkpoint could be analysed (all failed to load)", path=run_dir,
                             stage="analyze", fix="see the warnings above for each file and its fix")
-    G = _states_and_graph(rows, sig_keys, max_states, runs)
+    from semgraph.state_models import DEFAULT_METHOD
+    method = states or DEFAULT_METHOD
+    G = _states_and_graph(rows, sig_keys, max_states, runs, method)
+    agreement = _compare_states(G, rows, sig_keys, max_states, method, compare_states)
+    from semgraph.observables import observe_graph, write_observables
+    obs = observe_graph(G, rows)
     result = AnalysisResult(out=out, graph=G, rows=rows, extract=report)
     _write_outputs(result, runs)
+    result.files.update(write_observables(obs, out))
+    result.files["states_agreement"] = out / "states_agreement.json"
+    atomic_write_json(result.files["states_agreement"], agreement)
+    result.summary["observables"] = obs
     return result
 
 
@@ -110,11 +123,13 @@ def _task_for(run: Run):
 
 
 def _states_and_graph(rows: list[dict[str, Any]], sig_keys: Sequence[str], max_states: int,
-                      runs: Sequence[Run]) -> nx.DiGraph:
-    X, used = signature_matrix(rows, sig_keys)
-    model = WardStates(max_states=max_states).fit(X)
-    order = np.array([r["step"] for r in rows], dtype=float)
-    labels = order_by_first_visit(refine_by_concepts(model.labels_, rows), order)
+                             runs: Sequence[Run], method: str) -> nx.DiGraph:
+    """Nodes from a pooled state model (semgraph.state_models), shared by every run, split where a node
+    mixes behaviour (see semgraph.states.refine_by_concepts)."""
+    from semgraph.state_models import fit_states
+
+    labels, report = fit_states(method, rows, sig_keys, max_states)
+    labels = order_by_first_visit(refine_by_concepts(labels, rows), np.array([r["step"] for r in rows], dtype=float))
     for r, lab in zip(rows, labels):
         r["node"] = f"N{lab}"
     node_info = {}
@@ -124,10 +139,34 @@ def _states_and_graph(rows: list[dict[str, Any]], sig_keys: Sequence[str], max_s
         node_info[node] = {"label": label, "concepts": concepts}
     run_info = {run.name: {"metadata": run.info.get("metadata", {}), "task": run.info.get("task")} for run in runs}
     G = build_landscape(rows, node_info, run_info)
-    G.graph["state_model"] = "ward+silhouette, refined by behaviour concepts"
-    G.graph["signature_features"] = used
-    G.graph["silhouette_by_k"] = {str(k): v for k, v in model.silhouette_.items()}
+    G.graph["state_model"] = method
+    G.graph["signature_features"] = report["features"]
+    G.graph["state_selection_criterion"] = report["criterion"]
+    G.graph["state_selection"] = report["selection"]
+    G.graph["state_stability_ari"] = report["stability_ari"]
+    G.graph["state_stability_kind"] = report["stability_kind"]
     return G
+
+
+def _compare_states(G: nx.DiGraph, rows: list[dict[str, Any]], sig_keys: Sequence[str], max_states: int,
+                    method: str, others: Sequence[str] | None) -> dict[str, Any]:
+    """Fit the other state models too; pairwise ARI / change-point F1 with the chosen one."""
+    from semgraph.state_models import METHODS, agreement_table, fit_states
+
+    labels = {method: np.array([int(r["node"].lstrip("N")) for r in rows])}
+    reports: dict[str, Any] = {method: {"n_states": G.number_of_nodes(),
+                                        "stability_ari": G.graph.get("state_stability_ari")}}
+    for m in (others if others is not None else [m for m in METHODS if m != method]):
+        if m == method:
+            continue
+        try:
+            labels[m], reports[m] = fit_states(m, rows, sig_keys, max_states)
+        except (SemgraphError, ValueError, np.linalg.LinAlgError) as exc:  # a cross-check must not sink the run
+            reports[m] = {"error": f"{type(exc).__name__}: {exc}"}
+    table = agreement_table(labels, rows)
+    G.graph["state_agreement_ari"] = {f"{t['a']}~{t['b']}": t["ari"] for t in table
+                                      if method in (t["a"], t["b"])}
+    return {"chosen": method, "models": reports, "pairs": table}
 
 
 def grokking_step(rows: Sequence[dict[str, Any]], key: str, threshold: float) -> int | None:

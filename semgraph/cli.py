@@ -62,9 +62,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from semgraph import runspec
 
     res = analyze(args.run_dir, args.out, strict=args.strict, max_states=args.max_states,
-                  batch_size=args.batch_size, run_spec=runspec.from_args(args),
-                  trust=args.trust_checkpoints, payload=args.payload, workers=args.workers,
-                  scheduler=args.scheduler)
+                  batch_size=args.batch_size,
+                  run_spec=runspec.from_args(args) if hasattr(args, "run_spec") else None,
+                  trust=getattr(args, "trust_checkpoints", False), payload=getattr(args, "payload", None),
+                  workers=args.workers,
+                  scheduler=args.scheduler, states=getattr(args, "states", None),
+                  compare_states=_compare_arg(getattr(args, "compare_states", None)),
+                  skip_probes=[x for x in (getattr(args, "skip_probes", "") or "").split(",") if x])
     G, s = res.graph, res.summary
     print(f"\nlandscape: {G.number_of_nodes()} nodes, {G.number_of_edges()} edges "
           f"(store: {s['store']['captured']} captured, {s['store']['reused']} reused, "
@@ -77,6 +81,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     for run, info in s["runs"].items():
         print(f"  run {run}: path {' -> '.join(info['path'])}; memorised at step "
               f"{info['t_mem (train acc >= 0.99)']}, grokked at step {info['t_grok (test acc >= 0.95)']}")
+    if "observables" in s:
+        from semgraph.observables import summary_lines
+        print("\n".join(summary_lines(s["observables"])))
     print("files:")
     for key, path in res.files.items():
         print(f"  {key:>14}: {path}")
@@ -92,6 +99,22 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, default=str))
     else:
         print(format_report(report))
+    return 0
+
+
+def _compare_arg(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [] if text.strip().lower() == "none" else [m.strip() for m in text.split(",") if m.strip()]
+
+
+def cmd_observe(args: argparse.Namespace) -> int:
+    from semgraph.observables import observe, summary_lines
+
+    obs, files = observe(args.out_dir)
+    print("\n".join(summary_lines(obs)))
+    for key, path in files.items():
+        print(f"  {key:>16}: {path}")
     return 0
 
 
@@ -112,6 +135,43 @@ def cmd_report(args: argparse.Namespace) -> int:
     path = write_report(args.out_dir, args.out)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, self-contained; open it in any browser)")
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from semgraph.sweep import SweepConfig, parse_list, run_sweep
+
+    cfg = SweepConfig(seeds=parse_list(args.seeds, int), fractions=parse_list(args.fractions, float),
+                      sizes=parse_list(args.sizes, int), p=args.p, steps=args.steps, every=args.every,
+                      lr=args.lr, weight_decay=args.weight_decay)
+    report = run_sweep(args.out, cfg, jobs=args.jobs)
+    print(f"sweep: {len(report['trained'])} runs trained, {len(report['failed'])} failed, "
+          f"{report['seconds']:.0f} s with {report['jobs']} processes")
+    if args.no_analyze:
+        return 0 if not report["failed"] else 2
+    args.run_dir, args.out = args.out, args.analysis_out or str(Path(args.out) / "analysis")
+    return cmd_analyze(args)
+
+
+def _capture_args(parser: argparse.ArgumentParser, run_spec: bool = True) -> None:
+    from semgraph.runspec import add_arguments as add_run_spec_arguments
+
+    if run_spec:
+        add_run_spec_arguments(parser)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes capturing checkpoints in parallel (default: one per core; 1 = serial)")
+    parser.add_argument("--scheduler", help="run the capture on dask.distributed: 'local' (a LocalCluster of "
+                        "--workers processes) or a scheduler address tcp://HOST:PORT (e.g. from dask-jobqueue)")
+
+
+def _states_args(parser: argparse.ArgumentParser, default_skip: str = "") -> None:
+    from semgraph.state_models import DEFAULT_METHOD, METHODS
+
+    parser.add_argument("--states", choices=METHODS, default=DEFAULT_METHOD,
+                        help=f"state model for the nodes (default: {DEFAULT_METHOD})")
+    parser.add_argument("--skip-probes", default=default_skip,
+                        help="task-default probes to leave out, comma-separated (e.g. linear)")
+    parser.add_argument("--compare-states", help="other state models for the agreement table, comma-separated, "
+                                                 "or 'none' (default: all)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,12 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--strict", action="store_true", help="a corrupt checkpoint is fatal instead of skipped")
     a.add_argument("--max-states", type=int, default=8)
     a.add_argument("--batch-size", type=int, default=1024)
-    from semgraph.runspec import add_arguments as add_run_spec_arguments
-    add_run_spec_arguments(a)
-    a.add_argument("--workers", type=int, default=None,
-                   help="processes capturing checkpoints in parallel (default: one per core; 1 = serial)")
-    a.add_argument("--scheduler", help="run the capture on dask.distributed: 'local' (a LocalCluster of "
-                   "--workers processes) or a scheduler address tcp://HOST:PORT (e.g. from dask-jobqueue)")
+    _capture_args(a)
+    _states_args(a)
     a.set_defaults(func=cmd_analyze)
 
     i = sub.add_parser("inspect", help="list runs, steps, formats, model signature and problems (no model run)")
@@ -160,6 +216,31 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--trust-checkpoints", action="store_true",
                    help="allow full unpickling of torch checkpoints (only for files you trust)")
     i.set_defaults(func=cmd_inspect)
+
+    o = sub.add_parser("observe", help="recompute the landscape observables of an analysis folder")
+    o.add_argument("out_dir", help="folder written by `semgraph analyze --out`")
+    o.set_defaults(func=cmd_observe)
+
+    w = sub.add_parser("sweep", help="train modular addition over seeds x data fractions x sizes in parallel, "
+                                     "then analyze all runs into one landscape")
+    w.add_argument("--out", required=True, help="sweep folder (one sub-folder per run)")
+    w.add_argument("--seeds", default="0,1,2,3")
+    w.add_argument("--fractions", default="0.4,0.6,0.8", help="training data fractions")
+    w.add_argument("--sizes", default="64", help="d_model values (d_mlp = 4 d_model)")
+    w.add_argument("--p", type=int, default=31)
+    w.add_argument("--steps", type=int, default=1500)
+    w.add_argument("--lr", type=float, default=3e-3)
+    w.add_argument("--weight-decay", type=float, default=1.0)
+    w.add_argument("--every", type=int, default=100, help="checkpoint every N steps (after a log-spaced start)")
+    w.add_argument("--jobs", type=int, default=None, help="parallel training processes (default: CPU count)")
+    w.add_argument("--no-analyze", action="store_true", help="only train")
+    w.add_argument("--analysis-out", help="analysis folder (default: OUT/analysis)")
+    w.add_argument("--strict", action="store_true")
+    w.add_argument("--max-states", type=int, default=8)
+    w.add_argument("--batch-size", type=int, default=1024)
+    _capture_args(w, run_spec=False)
+    _states_args(w, default_skip="linear")
+    w.set_defaults(func=cmd_sweep)
 
     e = sub.add_parser("export", help="convert a landscape graph file to another format")
     e.add_argument("graph")
