@@ -186,8 +186,8 @@ def extract_run(run: Run, probe_set: ProbeSet, cfg: CaptureConfig, store: Activa
     fn = functools.partial(capture_checkpoint, inputs=np.asarray(probe_set.inputs),
                            answer_position=probe_set.answer_position, cfg=cfg)
     captured = []
+    bar = tqdm(total=len(jobs), desc=f"capture {run.name}", unit="ckpt", disable=not progress or not jobs)
     try:
-        bar = tqdm(total=len(jobs), desc=f"capture {run.name}", unit="ckpt", disable=not progress or not jobs)
         for job, entry in executor.map_unordered(fn, jobs):
             bar.update()
             if entry["status"] == "failed":
@@ -198,8 +198,8 @@ def extract_run(run: Run, probe_set: ProbeSet, cfg: CaptureConfig, store: Activa
             else:
                 captured.append(job.step)
             store.record(run.name, job.step, entry)
-        bar.close()
     finally:
+        bar.close()  # before any error message, so the message is the last line
         if own:
             executor.close()
         release_model()
