@@ -27,6 +27,7 @@ from semgraph.checkpoints import CheckpointRef, Run, file_sha256, load_checkpoin
 from semgraph.errors import CheckpointError, ConfigError
 from semgraph.models import build_model, load_weights
 from semgraph.parallel import Executor, SerialExecutor
+from semgraph.io import _json_default
 from semgraph.store import ActivationStore
 from semgraph.tasks.base import ProbeSet
 
@@ -131,7 +132,8 @@ def capture_checkpoint(job: CaptureJob, inputs: np.ndarray, answer_position: int
     attrs = {"run": job.run, "step": job.step, "hooks": list(cfg.hooks), "dtype": "float32",
              "checkpoint": ref.label, "checkpoint_sha256": file_sha256(ref.path), "source_id": job.source_id,
              "weights_sha256": whash, "position": "all" if cfg.position is None else cfg.position,
-             "n_inputs": len(inputs)}
+             "n_inputs": len(inputs), "format": ref.format,
+             "notes": json.dumps(notes), "stored": json.dumps(loaded.meta, default=_json_default, sort_keys=True)}
     x = torch.as_tensor(inputs)
     with store.writer(job.run, job.step, attrs, compression=cfg.compression) as w, torch.no_grad(), \
             capture(model, cfg.hooks, position=cfg.position, stop_early=not cfg.logits) as acts:

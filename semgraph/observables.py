@@ -412,9 +412,11 @@ def observe_graph(G: nx.DiGraph, rows: Sequence[dict[str, Any]], F_key: str = F_
                  key=lambda n: G.nodes[n][F_key], default=None)
     for n in G.nodes:
         d = obs["detours"].get(n, {})
-        G.nodes[n].update(detour=d.get("detour", False), detour_rho=d.get("rho"), detour_p=d.get("p"),
-                          visit_fraction=d.get("visit_fraction"),
-                          barrier_to_lowest_F=obs["barriers"].get(n, {}).get(lowest) if lowest != n else 0.0)
+        values = dict(detour=d.get("detour", False), detour_rho=d.get("rho"), detour_p=d.get("p"),
+                      visit_fraction=d.get("visit_fraction"),
+                      barrier_to_lowest_F=obs["barriers"].get(n, {}).get(lowest) if lowest != n else 0.0)
+        # not computed = absent (as in every export format), not None
+        G.nodes[n].update({k: v for k, v in values.items() if v is not None})
     for u, w, d in G.edges(data=True):
         d["barrier"] = obs["barriers"].get(u, {}).get(w)
     return obs

@@ -90,4 +90,6 @@ class OnlineAnalysis:
 
         assert self.recorder is not None
         rows = sorted(self.rows, key=lambda r: r["step"])
-        return _states_and_graph(rows, self.signature, max_states, [discover_run(self.recorder.run_dir)])
+        from semgraph.state_models import DEFAULT_METHOD
+        return _states_and_graph(rows, self.signature, max_states, [discover_run(self.recorder.run_dir)],
+                                 DEFAULT_METHOD)

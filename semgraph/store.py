@@ -176,9 +176,12 @@ class ActivationStore:
         run, step = str(a["run"]), int(a["step"])
         if path != self.path_for(run, step):
             return None
-        return {"run": run, "step": step, "status": "done", "source": str(a.get("checkpoint", "")),
-                "source_id": str(a["source_id"]), "weights_sha256": str(a.get("weights_sha256", "")),
-                "file": str(path.relative_to(self.root))}
+        entry = {"run": run, "step": step, "status": "done", "source": str(a.get("checkpoint", "")),
+                 "source_id": str(a["source_id"]), "weights_sha256": str(a.get("weights_sha256", "")),
+                 "file": str(path.relative_to(self.root))}
+        if "format" in a:  # what the loader did and the metrics stored in the checkpoint (semgraph.extract)
+            entry.update(format=str(a["format"]), notes=json.loads(a["notes"]), stored=json.loads(a["stored"]))
+        return entry
 
     # ---- files ----------------------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -26,7 +26,7 @@ def assert_same_analysis(a: Path, b: Path) -> None:
         assert ca.keys() == cb.keys(), rel
         for k in ca:
             if k == "attrs":
-                assert ca[k] == cb[k], rel
+                assert ca[k] == cb[k], (rel, {x: (ca[k].get(x), cb[k].get(x)) for x in set(ca[k]) | set(cb[k]) if ca[k].get(x) != cb[k].get(x)})
             else:
                 np.testing.assert_array_equal(ca[k], cb[k], err_msg=f"{rel}:{k}")
     ma = json.loads((a / "store" / "manifest.json").read_text())
