@@ -19,7 +19,8 @@ install: $(STAMP)
 # Train the reference grokking run with the recorder, analyze it into a landscape graph, export it.
 demo: $(STAMP)
 	$(BIN)/semgraph train modular-addition --out checkpoints/modadd-p53 --resume
-	$(BIN)/semgraph analyze checkpoints/modadd-p53 --out results/modadd-p53
+	# one process: for 67 small checkpoints, starting workers costs more than it saves (benchmarks/)
+	$(BIN)/semgraph analyze checkpoints/modadd-p53 --out results/modadd-p53 --workers 1
 
 # Fast tier (a few minutes). `make test-all` adds the slow tier that trains the full reference run.
 test: $(STAMP)
