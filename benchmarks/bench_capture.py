@@ -5,9 +5,11 @@ One run measures, each in a fresh subprocess with one torch thread (so the numbe
   (a) bare     load each checkpoint into the model and run the forward passes on the probe set, nothing kept
   (b) semgraph ``extract_run``: the capture+store path of ``semgraph analyze`` (hooks -> HDF5 store + manifest)
   (c) naive    ``run_with_cache`` on every hook point and ``torch.save`` of the whole cache per checkpoint
+  (d) analyze  the whole ``semgraph analyze`` (capture, probes, state models, files) on ``--n-analyze``
+               checkpoints, serial and with ``--workers 2`` (probes dominate its time: ~1 s per checkpoint)
 
 and reports (b)/(a) and (c)/(a), the peak RSS of (b) over 20 and over 200 checkpoints, and the capture time
-of a serial run against a 2-process pool (pool start-up included). Checkpoints are real: the reference-size
+of a serial run against a 2-process pool (pool start-up included), for capture alone and for (d). Checkpoints are real: the reference-size
 modular-addition transformer (p=53, d_model=128, d_mlp=512) trained for 199 steps with one checkpoint per
 step (made once and kept in ``--work``).
 
@@ -106,7 +108,21 @@ def loop_naive(run_dir: str, n: int, out: str, batch_size: int, workers: int) ->
         torch.save(merged, Path(out) / f"step_{ref.step:08d}.pt")
 
 
-LOOPS = {"bare": loop_bare, "semgraph": loop_semgraph, "naive": loop_naive}
+def loop_analyze(run_dir: str, n: int, out: str, batch_size: int, workers: int) -> None:
+    """The whole ``semgraph analyze`` (capture, probes, states, files) over the first n checkpoints."""
+    from semgraph.analyze import analyze
+
+    sub = Path(out) / "run"
+    sub.mkdir(parents=True)
+    (sub / "run.json").symlink_to(Path(run_dir).resolve() / "run.json")
+    run, _, _ = _setup(run_dir, n)
+    for ref in run.checkpoints:
+        (sub / ref.path.name).symlink_to(ref.path.resolve())
+    result = analyze(sub, Path(out) / "analysis", progress=False, workers=workers, batch_size=batch_size)
+    assert len(result.rows) == n, len(result.rows)
+
+
+LOOPS = {"bare": loop_bare, "semgraph": loop_semgraph, "naive": loop_naive, "analyze": loop_analyze}
 
 
 def _reset_peak_rss() -> bool:
@@ -132,7 +148,8 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(1)
-    import semgraph.extract  # noqa: F401  (imports are not part of the timed loop)
+    import semgraph.analyze  # noqa: F401  (imports are not part of the timed loop)
+    import semgraph.extract  # noqa: F401
     import transformer_lens  # noqa: F401
 
     def cpu() -> float:
@@ -176,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-time", type=int, default=None, help="checkpoints in the timed loops (default 200)")
     ap.add_argument("--repeats", type=int, default=None, help="best of this many runs (default 3, quick 1)")
     ap.add_argument("--batch-size", type=int, default=1024)
+    ap.add_argument("--n-analyze", type=int, default=None, help="checkpoints for (d) (default 60, quick 20)")
     ap.add_argument("--json", help="also write the figures to this file")
     ap.add_argument("--child", choices=sorted(LOOPS), help=argparse.SUPPRESS)
     ap.add_argument("--run", help=argparse.SUPPRESS)
@@ -212,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     serial = fig["semgraph"]
     pool = best("semgraph", run_dir, n_time, work, repeats, workers=2, **kw)
     fig["pool2"] = pool
+    n_an = args.n_analyze or (20 if args.quick else 60)
+    fig["analyze_serial"] = measure("analyze", run_dir, n_an, work, **kw)
+    fig["analyze_pool2"] = measure("analyze", run_dir, n_an, work, workers=2, **kw)
+    fig["n_analyze"] = n_an
     fig["load_avg"] = (load0, os.getloadavg()[0])
 
     ratios = {
@@ -220,15 +242,18 @@ def main(argv: list[str] | None = None) -> int:
         "naive / bare": fig["naive"]["ms_per_ckpt"] / fig["bare"]["ms_per_ckpt"],
         "naive / bare, CPU time": fig["naive"]["cpu_ms_per_ckpt"] / fig["bare"]["cpu_ms_per_ckpt"],
         "RSS(200) / RSS(20) (target <= 1.2)": fig["rss_200_mib"] / fig["rss_20_mib"],
-        "serial / 2-process (target >= 1.6)": serial["seconds"] / pool["seconds"],
+        "serial / 2-process, capture (target >= 1.6)": serial["seconds"] / pool["seconds"],
+        "serial / 2-process, whole analyze": fig["analyze_serial"]["seconds"] / fig["analyze_pool2"]["seconds"],
     }
     fig["ratios"] = ratios
     print(f"peak RSS of the semgraph loop (after imports): {fig['rss_20_mib']:.0f} MiB at 20 checkpoints, "
           f"{fig['rss_200_mib']:.0f} MiB at 200 (whole process: {fig['process_rss_20_mib']:.0f} / "
           f"{fig['process_rss_200_mib']:.0f} MiB)")
     print(f"2-process pool: {pool['seconds']:.2f}s wall for {n_time} checkpoints (process start included)")
+    print(f"whole analyze of {n_an} checkpoints: serial {fig['analyze_serial']['seconds']:.1f}s, "
+          f"2 workers {fig['analyze_pool2']['seconds']:.1f}s")
     for k, v in ratios.items():
-        print(f"  {k:<38} {v:6.2f}")
+        print(f"  {k:<44} {v:6.2f}")
     print(f"load average before/after: {load0:.1f} / {fig['load_avg'][1]:.1f} on {os.cpu_count()} cores "
           f"(timing ratios are only trustworthy near 0)")
     if args.json:

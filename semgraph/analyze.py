@@ -49,7 +49,7 @@ def analyze(run_dir: str | Path, out: str | Path, *, strict: bool = False, progr
             compare_states: Sequence[str] | None = None, skip_probes: Sequence[str] = ()) -> AnalysisResult:
     """Analyze a run folder. ``run_spec`` (see semgraph.runspec) gives folders without run.json their
     model, task and analysis settings; ``trust`` allows full unpickling of torch checkpoints.
-    ``workers`` processes capture checkpoints in parallel (None: one per core); ``scheduler`` sends them
+    ``workers`` processes capture and probe checkpoints in parallel (None: one per core); ``scheduler`` sends them
     to dask.distributed instead ("local" or "tcp://host:port"). Results do not depend on either.
     ``states``: the state model (semgraph.state_models.METHODS; default DEFAULT_METHOD); ``compare_states``:
     other methods fitted too, for the agreement table (default: all others); ``skip_probes``: task-default
@@ -72,17 +72,17 @@ def analyze(run_dir: str | Path, out: str | Path, *, strict: bool = False, progr
                                 position=defaults.get("position", -1))
             extract_run(run, task.probe_set(), cfg, store, strict=strict, report=report, progress=progress,
                         executor=executor)
+        for run in runs:
+            task, defaults = _task_for(run)
+            done = [c.step for c in run.checkpoints if store.is_done(run.name, c.step, _sid(store, run, c.step))]
+            run_probes_list = list(probes) if probes is not None else \
+                [probe_library.make_probe(name, **params) for name, params in defaults["probes"]
+                 if name not in skip_probes]
+            rows += run_probes(run.name, done, task.probe_set(), task.spec(), store, run_probes_list,
+                               out / "probe_results", progress=progress, executor=executor)
+            sig_keys = sig_keys or defaults["signature"]
     finally:
         executor.close()
-    for run in runs:
-        task, defaults = _task_for(run)
-        probe_set = task.probe_set()
-        done = [c.step for c in run.checkpoints if store.is_done(run.name, c.step, _sid(store, run, c.step))]
-        run_probes_list = list(probes) if probes is not None else \
-            [probe_library.make_probe(name, **params) for name, params in defaults["probes"] if name not in skip_probes]
-        rows += run_probes(run.name, done, probe_set, task.spec(), store, run_probes_list,
-                           out / "probe_results", progress=progress)
-        sig_keys = sig_keys or defaults["signature"]
     if not rows:
         raise SemgraphError("no checkpoint could be analysed (all failed to load)", path=run_dir,
                             stage="analyze", fix="see the warnings above for each file and its fix")

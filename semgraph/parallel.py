@@ -82,7 +82,7 @@ class PoolExecutor:
             return
         if self._pool is None:
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["semgraph.extract",
+            ctx.set_forkserver_preload(["semgraph.extract", "semgraph.probing", "probes",
                                         "transformer_lens.model_bridge.sources.native"])
             self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_set_threads,
                                              initargs=(self.threads,))
@@ -92,7 +92,7 @@ class PoolExecutor:
                 try:
                     result = fut.result()
                 except BrokenProcessPool as exc:
-                    raise SemgraphError(f"a worker process died while capturing ({exc})", **_WORKER_DIED) from exc
+                    raise SemgraphError(f"a worker process died while working on checkpoints ({exc})", **_WORKER_DIED) from exc
                 yield futures[fut], result
         finally:
             for fut in futures:
@@ -147,7 +147,7 @@ class DaskExecutor:
                 try:
                     result = fut.result()
                 except KilledWorker as exc:
-                    raise SemgraphError(f"dask workers died while capturing ({exc})", **_WORKER_DIED) from exc
+                    raise SemgraphError(f"dask workers died while working on checkpoints ({exc})", **_WORKER_DIED) from exc
                 yield items[index[fut.key]], result
         finally:
             self.client.cancel(futures)
