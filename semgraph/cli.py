@@ -75,7 +75,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
           f"{len(s['store']['failed'])} failed)")
     for n in G.nodes:
         d = G.nodes[n]
-        print(f"  {n}: {d['label']:<48} steps {d['member_steps'][0]}..{d['member_steps'][-1]:<6} "
+        print(f"  {n}: {d['label']:<48} steps {min(d['member_steps'])}..{max(d['member_steps']):<6} "
               f"train acc {d.get('train_acc', float('nan')):.2f} test acc {d.get('test_acc', float('nan')):.2f} "
               f"F_test/input {d.get('F_test_mean', float('nan')):.3g}")
     for run, info in s["runs"].items():

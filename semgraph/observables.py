@@ -154,12 +154,16 @@ def _numeric_hessian(f, x: np.ndarray, h: float = 1e-4) -> np.ndarray:
 
 
 def fit_tg_divergence(D: np.ndarray, tg: np.ndarray, D_c: float | None, *, n_boot: int = 200,
-                      seed: int = 0) -> dict[str, Any]:
+                      seed: int = 0, D_c_floor: float | None = None) -> dict[str, Any]:
     """Fit t_g = A (D - D_c)^(-nu) + t0 on grokked runs.
 
     Free parameters depend on how many distinct D there are: >= 5: A, D_c, nu, t0; 3-4: A, nu, t0 with D_c
-    fixed (from the grokking-probability fit); 2: A, nu with D_c fixed and t0 = 0. Uncertainty: curve_fit's
-    covariance and a bootstrap over runs (percentile 95% interval of nu).
+    fixed (from the grokking-probability fit); 2: A, nu with D_c fixed and t0 = 0. A fitted D_c always lies
+    below the smallest grokked D (t_g must stay finite there) and above ``D_c_floor`` (the largest D at which
+    no run grokked, when given). The grokking-probability D_c is the 50% point at a finite step budget, so it
+    can lie at or above a grokked D; with 3-4 fractions D_c is then fitted in that window instead, with
+    t0 = 0 (A, D_c, nu). Uncertainty: curve_fit's covariance and a bootstrap over runs (percentile 95%
+    interval of nu).
     """
     D, tg = np.asarray(D, float), np.asarray(tg, float)
     n_distinct = len(np.unique(D))
@@ -167,15 +171,28 @@ def fit_tg_divergence(D: np.ndarray, tg: np.ndarray, D_c: float | None, *, n_boo
         return {"nu": None, "reason": f"needs grokked runs at >= 2 data fractions, got {n_distinct}"}
     if D_c is None and n_distinct < 5:
         return {"nu": None, "reason": "D_c unknown (no fraction failed to grok) and < 5 fractions to fit it"}
-    free = "A,D_c,nu,t0" if n_distinct >= 5 else ("A,nu,t0" if n_distinct >= 3 else "A,nu")
+    consistent = D_c is not None and bool(np.all(D > D_c))
+    if n_distinct >= 5:
+        free = "A,D_c,nu,t0"
+    elif n_distinct >= 3:
+        free = "A,nu,t0" if consistent else "A,D_c,nu"
+    else:
+        free = "A,nu"
+    floor = -np.inf if D_c_floor is None or D_c_floor >= D.min() else float(D_c_floor)
 
     def fit(Dx: np.ndarray, tx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            top = Dx.min() - 1e-6
+            dc0 = D_c if (D_c is not None and floor < D_c < top) else \
+                (Dx.min() - 0.05 if not np.isfinite(floor) else (floor + top) / 2)
             if free == "A,D_c,nu,t0":
                 f = lambda d, A, dc, nu, t0: A * np.maximum(d - dc, 1e-9) ** (-nu) + t0  # noqa: E731
-                p0 = [float(np.median(tx)) * 0.1, (D_c if D_c is not None else Dx.min() - 0.05), 1.0, 0.0]
-                bounds = ([0, -np.inf, 0, -np.inf], [np.inf, Dx.min() - 1e-6, 10, np.inf])
+                p0 = [float(np.median(tx)) * 0.1, dc0, 1.0, 0.0]
+                bounds = ([0, floor, 0, -np.inf], [np.inf, top, 10, np.inf])
+            elif free == "A,D_c,nu":
+                f = lambda d, A, dc, nu: A * np.maximum(d - dc, 1e-9) ** (-nu)  # noqa: E731
+                p0, bounds = [float(np.median(tx)) * 0.1, dc0, 1.0], ([0, floor, 0], [np.inf, top, 10])
             elif free == "A,nu,t0":
                 f = lambda d, A, nu, t0: A * (d - D_c) ** (-nu) + t0  # noqa: E731
                 p0, bounds = [float(np.median(tx)) * 0.1, 1.0, 0.0], ([0, 0, -np.inf], [np.inf, 10, np.inf])
@@ -184,7 +201,7 @@ def fit_tg_divergence(D: np.ndarray, tg: np.ndarray, D_c: float | None, *, n_boo
                 p0, bounds = [float(np.median(tx)) * 0.1, 1.0], ([0, 0], [np.inf, 10])
             return optimize.curve_fit(f, Dx, tx, p0=p0, bounds=bounds, maxfev=5000)
 
-    if D_c is not None and np.any(D <= D_c):
+    if free == "A,nu" and not consistent:
         return {"nu": None, "reason": f"a grokked run has D <= D_c = {D_c:.3g}"}
     try:
         popt, pcov = fit(D, tg)
@@ -193,7 +210,7 @@ def fit_tg_divergence(D: np.ndarray, tg: np.ndarray, D_c: float | None, *, n_boo
     names = free.split(",")
     se = np.sqrt(np.clip(np.diag(pcov), 0, None))
     out: dict[str, Any] = {"free_parameters": names, "D_c_fixed": None if "D_c" in names else D_c,
-                           "t0_fixed": None if "t0" in names else 0.0}
+                           "t0_fixed": None if "t0" in names else 0.0, "D_c_floor": D_c_floor}
     for n_, v, s in zip(names, popt, se):
         out[n_] = float(v)
         out[f"{n_}_se"] = float(s) if np.isfinite(s) else None
@@ -201,7 +218,7 @@ def fit_tg_divergence(D: np.ndarray, tg: np.ndarray, D_c: float | None, *, n_boo
     nus = []
     for _ in range(n_boot):
         idx = rng.integers(0, len(D), len(D))
-        if len(np.unique(D[idx])) < {2: 2, 3: 3, 4: 5}[len(names)]:
+        if len(np.unique(D[idx])) < {2: 2, 3: 3, 4: 5}[len(names)] + (names == ["A", "D_c", "nu"]):
             continue
         try:
             p, _ = fit(D[idx], tg[idx])
@@ -210,9 +227,22 @@ def fit_tg_divergence(D: np.ndarray, tg: np.ndarray, D_c: float | None, *, n_boo
             continue
     out["nu_bootstrap_95"] = [float(np.percentile(nus, 2.5)), float(np.percentile(nus, 97.5))] if nus and len(nus) >= min(20, n_boot // 2) \
         else None
+    if "D_c" in out:  # pinned to an edge of its window: the data do not locate D_c inside it
+        out["D_c_at_bound"] = bool(abs(out["D_c"] - floor) < 1e-4 or abs(out["D_c"] - (D.min() - 1e-6)) < 1e-4)
     out["n_runs"] = int(len(D))
     out["n_fractions"] = int(n_distinct)
     return out
+
+
+def _tg_fit(runs: Sequence[dict[str, Any]], D_c: float | None) -> dict[str, Any]:
+    """The divergence fit on the grokked runs of ``runs``, D_c kept above the largest never-grokking D."""
+    done = [r for r in runs if r["grokked"] and r.get("train_fraction") is not None]
+    lowest = min((float(r["train_fraction"]) for r in done), default=None)
+    never = [float(r["train_fraction"]) for r in runs if r.get("train_fraction") is not None
+             and lowest is not None and float(r["train_fraction"]) < lowest]
+    return fit_tg_divergence(np.array([r["train_fraction"] for r in done], dtype=float),
+                             np.array([r[f"t_g_{GROK_THRESHOLD}"] for r in done], dtype=float), D_c,
+                             D_c_floor=max(never) if never else None)
 
 
 # --------------------------------------------------------------------------------------- dwell and tails
@@ -373,15 +403,20 @@ def nodes_by_size(G: nx.DiGraph, runs: Sequence[dict[str, Any]]) -> dict[str, An
 def compute_observables(G: nx.DiGraph, rows: Sequence[dict[str, Any]], F_key: str = F_KEY) -> dict[str, Any]:
     runs = run_table(G, rows, F_key)
     grok = grokking_probability(runs)
-    done = [r for r in runs if r["grokked"] and r.get("train_fraction") is not None]
-    tg_fit = fit_tg_divergence(np.array([r["train_fraction"] for r in done]),
-                               np.array([r[f"t_g_{GROK_THRESHOLD}"] for r in done]), grok.get("D_c"))
+    tg_fit = _tg_fit(runs, grok.get("D_c"))
+    sizes = sorted({r.get("d_model") for r in runs if r.get("d_model") is not None})
+    tg_fit_by_size = {}
+    if len(sizes) > 1:  # pooled sizes mix different t_g(D) curves: fit each size on its own too
+        for size in sizes:
+            sub = [r for r in runs if r.get("d_model") == size]
+            tg_fit_by_size[str(size)] = _tg_fit(sub, grokking_probability(sub).get("D_c"))
     dw = dwell_times(G)
     return {
         "grok_threshold": GROK_THRESHOLD,
         "runs": runs,
         "grokking_probability": grok,
         "t_g_fit": tg_fit,
+        "t_g_fit_by_size": tg_fit_by_size,
         "dwell": {"n": int(len(dw)), "median": float(np.median(dw)) if len(dw) else None,
                   "values": dw.tolist(), **tail_exponent(dw)},
         "arrhenius": arrhenius(G, F_key),
@@ -400,6 +435,7 @@ def observe_graph(G: nx.DiGraph, rows: Sequence[dict[str, Any]], F_key: str = F_
         "D_c": grok.get("D_c"), "D_c_interval": grok.get("D_c_interval"),
         "t_g_nu": fit.get("nu"), "t_g_nu_se": fit.get("nu_se"), "t_g_nu_bootstrap_95": fit.get("nu_bootstrap_95"),
         "t_g_fit": {k: v for k, v in fit.items()},
+        "t_g_nu_by_size": {size: f.get("nu") for size, f in obs["t_g_fit_by_size"].items()},
         "dwell_mu": dw.get("mu"), "dwell_mu_se": dw.get("mu_se"), "dwell_xmin": dw.get("xmin"),
         "arrhenius_beta": arr.get("beta"), "arrhenius_beta_se": arr.get("beta_se"),
         "arrhenius_beta_mle": arr.get("beta_mle"),
@@ -475,11 +511,18 @@ def summary_lines(obs: dict[str, Any]) -> list[str]:
     lines = ["grokking probability (test acc >= %.2f) by data fraction: " % obs["grok_threshold"] + ", ".join(
         f"{k}: {v['grokked']}/{v['runs']}" for k, v in g["by_fraction"].items())]
     lines.append(f"D_c = {g.get('D_c')} ({g.get('D_c_method')}; interval {g.get('D_c_interval')})")
-    if f.get("nu") is not None:
-        lines.append(f"t_g = A (D - D_c)^-nu + t0: nu = {f['nu']:.3g} ± {f.get('nu_se') or float('nan'):.2g} "
-                     f"(bootstrap 95% {f.get('nu_bootstrap_95')}; free {','.join(f['free_parameters'])})")
-    else:
-        lines.append(f"t_g fit: {f.get('reason')}")
+    for name, fit in [("", f)] + [(f" (d_model {k})", v) for k, v in obs.get("t_g_fit_by_size", {}).items()]:
+        if fit.get("nu") is not None:
+            dc = (f", D_c = {fit['D_c']:.3g}" + (" (at the edge of its window)" if fit.get("D_c_at_bound") else "")
+                  if "D_c" in fit["free_parameters"] else "")
+            lines.append(f"t_g = A (D - D_c)^-nu + t0{name}: nu = {fit['nu']:.3g} ± "
+                         f"{fit.get('nu_se') or float('nan'):.2g}{dc} (bootstrap 95% {fit.get('nu_bootstrap_95')}; "
+                         f"free {','.join(fit['free_parameters'])})")
+        else:
+            lines.append(f"t_g fit{name}: {fit.get('reason')}")
+    for size, v in obs.get("nodes_by_size", {}).items():
+        if len(obs["nodes_by_size"]) > 1:
+            lines.append(f"d_model {size}: {v['runs']} runs visit {v['node_count']} nodes")
     lines.append(f"dwell tail mu = {d.get('mu')} (n = {d.get('n')}, xmin = {d.get('xmin')})" if d.get("mu") is not None
                  else f"dwell tail: {d.get('reason')}")
     lines.append(f"Arrhenius beta = {a.get('beta')} (MLE {a.get('beta_mle')}, pooled {a.get('beta_pooled')})"

@@ -190,3 +190,18 @@ def test_observables_json_is_plain(planted, tmp_path):
     assert G.graph["arrhenius_beta"] == obs["arrhenius"]["beta"]
     assert math.isfinite(G.graph["dwell_mu"])
     assert files["observables_runs"].read_text().count("\n") == 1 + len(planted.stays)
+
+
+def test_tg_fit_frees_D_c_when_the_grokking_midpoint_lies_above_a_grokked_fraction():
+    # planted divergence at 0.45; the finite-budget grokking midpoint (0.62) lies above the lowest grokked D
+    rng = np.random.default_rng(2)
+    A, Dc, nu = 60.0, 0.45, 1.2
+    D = np.repeat([0.6, 0.7, 0.8, 0.9], 8)
+    tg = A * (D - Dc) ** (-nu) * rng.lognormal(0, 0.02, len(D))
+    fit = fit_tg_divergence(D, tg, 0.62, D_c_floor=0.5, n_boot=0)
+    assert fit["free_parameters"] == ["A", "D_c", "nu"]
+    assert 0.5 <= fit["D_c"] < 0.6
+    # the window [0.5, 0.6) excludes the planted 0.45, so nu is biased low but the fit stays finite and ordered
+    assert 0 < fit["nu"] < nu
+    free = fit_tg_divergence(D, tg, 0.62, n_boot=0)  # no floor: D_c and nu are recovered
+    assert free["D_c"] == pytest.approx(Dc, abs=0.03) and free["nu"] == pytest.approx(nu, rel=0.15)
