@@ -171,7 +171,9 @@ def build(spec: Mapping[str, Any]) -> torch.nn.Module:
             (config_dir / CONFIG_FILE).write_text(json.dumps(config), encoding="utf-8")
         hf_config = _hf_config(config, where)
         model, source = _boot(config_dir, hf_config, where)
-    model.to(torch.float32)
+    if any(p.is_floating_point() and p.dtype != torch.float32 for p in model.parameters()):
+        with contextlib.redirect_stdout(None):  # computed in float32 (the bridge's .to prints)
+            model.to(torch.float32)
     model.eval()
     model.semgraph_source = source
     model.semgraph_config_file = where
@@ -187,8 +189,9 @@ def model_class(hf_config: Any) -> tuple[Any, str | None, str]:
 
     try:
         architecture = determine_architecture_from_hf_config(hf_config)
-    except (ValueError, KeyError, AttributeError) as exc:
-        return transformers.AutoModelForCausalLM, None, f"transformer-lens: {exc}"
+    except (ValueError, KeyError, AttributeError):  # its message lists every supported architecture
+        named = "/".join(getattr(hf_config, "architectures", None) or [hf_config.model_type])
+        return transformers.AutoModelForCausalLM, None, f"no transformer-lens adapter for {named}"
     if architecture not in SUPPORTED_ARCHITECTURES:
         return transformers.AutoModelForCausalLM, None, f"no transformer-lens adapter for {architecture}"
     return get_hf_model_class_for_architecture(architecture), architecture, ""

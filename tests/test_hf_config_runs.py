@@ -168,3 +168,41 @@ def test_config_that_does_not_fit_the_weights_fails_in_one_line(hf_run, tmp_path
     with pytest.raises(CorruptCheckpointError) as exc:
         load_weights(model, read_state_dict(run.checkpoints[0]), source=str(run.checkpoints[0].path))
     assert exc.value.kind == "shape" and "config.json" in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("kind", ["llama", "biogpt"])
+def test_fallbacks_folder_without_tokenizer_and_architecture_without_adapter(kind, tmp_path):
+    """Llama: boot_transformers cannot load a tokenizer from a Trainer folder without one, so the bridge is
+    assembled with build_bridge_from_module. BioGPT: transformer-lens has no adapter, so the plain
+    transformers model is used, hooked by module name. Both load strictly and compute what transformers does."""
+    from semgraph.capture import capture
+
+    torch.manual_seed(1)
+    if kind == "llama":
+        cfg = transformers.LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    else:
+        cfg = transformers.BioGptConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=4, max_position_embeddings=64)
+    transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path / "run" / "checkpoint-3")
+    run = discover(tmp_path / "run")[0]
+    model = build_model(run.info["model"])
+    load_weights(model, read_state_dict(run.checkpoints[0]))
+    saved = _saved(tmp_path / "run" / "checkpoint-3")
+    base = getattr(model, "original_model", model)
+    raw = {k.replace("._original_component", ""): v for k, v in base.state_dict().items()}
+    assert all(torch.equal(raw[k], v) for k, v in saved.items())
+    reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "checkpoint-3",
+                                                                  attn_implementation="eager").eval()
+    x = torch.randint(0, 128, (3, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = reference(x).logits
+        if kind == "llama":
+            assert "build_bridge_from_module" in model.semgraph_source
+            assert torch.allclose(model(x), ref, atol=1e-5)
+        else:
+            assert "no transformer-lens adapter" in model.semgraph_source
+            with capture(model, ["biogpt.layers.0.fc2"], position=None) as acts:
+                out = model(x)
+            assert torch.allclose(out.logits, ref, atol=1e-5)
+            assert acts["biogpt.layers.0.fc2"][0].shape == (3, 12, 32)
