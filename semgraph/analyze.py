@@ -115,9 +115,12 @@ def _task_for(run: Run):
     spec = run.info.get("task")
     if run.info.get("format") == "foreign" and not (spec and run.info.get("model")):
         lacking = " and ".join(w for w, ok in (("model spec", run.info.get("model")), ("task", spec)) if not ok)
+        fix = ("pass --task (induction, or modular-addition --p P), the task the model was trained on, or "
+               "--run-spec FILE" if run.info.get("model") else
+               "pass --model package.module:function and --task modular-addition --p P (with --train-pairs FILE), "
+               "or --run-spec FILE")
         raise ConfigError(f"no {lacking} for this folder (it has no semgraph run.json)", path=run.path,
-                          stage="analyze", fix="pass --model package.module:function and --task modular-addition "
-                                               "--p P (with --train-pairs FILE), or --run-spec FILE")
+                          stage="analyze", fix=fix)
     if not spec:
         raise ConfigError("run.json has no task, so there is no probe set", path=run.path / "run.json",
                           stage="analyze", fix="record the run with task_spec=... (e.g. ModularAddition.spec())")

@@ -119,6 +119,8 @@ def test_analyze_hf_folder_without_model_flag(hf_run, tmp_path):
 
     root, _ = hf_run
     out = tmp_path / "out"
+    code, err = _cli("analyze", root, "--out", out, "--workers", 1)  # the model is known, the task is not
+    assert code == 2 and err.count("\n") == 1 and "Fix: pass --task" in err, err
     code, err = _cli("analyze", root, "--out", out, "--task", "induction", "--workers", 1,
                      "--compare-states", "none")
     assert code == 0, err
