@@ -68,12 +68,11 @@ def analyze(run_dir: str | Path, out: str | Path, *, strict: bool = False, progr
     try:
         for run in runs:
             task, defaults = _task_for(run)
+            from semgraph.hf_bridge import preflight
+            preflight(run, task.probe_set().inputs)  # a config.json that fits no checkpoint: one line, no work done
             cfg = CaptureConfig(hooks=defaults["hooks"], params=defaults["params"], batch_size=batch_size,
                                 position=defaults.get("position", -1))
-            probe_set = task.probe_set()
-            from semgraph.hf_bridge import preflight
-            preflight(run, probe_set.inputs)  # a config.json that fits no checkpoint: one line, before any work
-            extract_run(run, probe_set, cfg, store, strict=strict, report=report, progress=progress,
+            extract_run(run, task.probe_set(), cfg, store, strict=strict, report=report, progress=progress,
                         executor=executor)
     finally:
         executor.close()
