@@ -238,8 +238,13 @@ def _meta_model(cls: Any, hf_config: Any, where: str) -> torch.nn.Module:
 
 
 # ---- weights --------------------------------------------------------------------------------------------------
-def is_hf_model(model: torch.nn.Module) -> bool:
-    return hasattr(model, "semgraph_hf_names")
+def ignored_on_load(cls: Any, keys: Any, expected: Any) -> list[str]:
+    """Keys not in the model that its transformers class declares ignorable when loading
+    (``_keys_to_ignore_on_load_unexpected``, e.g. GPT-2's ``attn.bias`` causal masks older versions saved)."""
+    import re
+
+    patterns = getattr(cls, "_keys_to_ignore_on_load_unexpected", None) or []
+    return sorted(k for k in keys if k not in expected and any(re.search(p, k) for p in patterns))
 
 
 def hf_named(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -264,9 +269,13 @@ def load_hf_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor], *
     where = config_file or "config.json"
     fix = (f"the weights were not saved from the model {where} describes: restore the config.json saved with "
            f"them (save_pretrained writes both), or pass --model")
+    dropped = ignored_on_load(type(getattr(model, "original_model", model)), state, named)
+    state = {k: v for k, v in state.items() if k not in dropped}
     try:
         state, notes = fit_to_model(model, state, source=source, named=named)
         notes.insert(0, f"model from {where}: {getattr(model, 'semgraph_source', 'hf')}")
+        if dropped:
+            notes.insert(1, f"left out {len(dropped)} tensors transformers ignores on load ({dropped[0]} ...)")
     except CorruptCheckpointError as exc:
         raise CorruptCheckpointError(f"{exc.message} (model from {where})",
                                      kind=exc.kind, path=source, stage="load weights", fix=fix) from None
@@ -322,14 +331,15 @@ def preflight(run: Any, inputs: Any) -> None:
     from semgraph.faithful import _covers, align_prefixes
     from semgraph.inspect_cmd import tensor_shapes
 
-    names, ties = expected
+    names, ties, cls = expected
     first_problem = None
     for ref in run.checkpoints:
         try:
             shapes = tensor_shapes(ref)[0]
         except CorruptCheckpointError:
             continue  # reported when it is loaded
-        keys = {k: k for k in shapes}
+        skip = set(ignored_on_load(cls, shapes, names))
+        keys = {k: k for k in shapes if k not in skip}
         aligned, _ = align_prefixes(keys, set(names), ties)
         if _covers(set(aligned), set(names), ties) and all(
                 tuple(shapes[orig]) == names[k] for k, orig in aligned.items()):
@@ -352,8 +362,9 @@ def preflight(run: Any, inputs: Any) -> None:
                               "or pass --model package.module:function")
 
 
-def _meta_shapes(config: Mapping[str, Any], where: str) -> tuple[dict[str, tuple[int, ...]], list[list[str]]]:
-    """HF parameter names -> shapes, and tied name groups, of the model a config describes (meta device)."""
+def _meta_shapes(config: Mapping[str, Any], where: str) -> tuple[dict[str, tuple[int, ...]], list[list[str]], type]:
+    """HF parameter names -> shapes, tied name groups, and the transformers class of the model a config
+    describes (built on the meta device)."""
     with offline():
         hf_config = _hf_config(config, where)
     model = _meta_model(model_class(hf_config)[0], hf_config, where)
@@ -361,4 +372,5 @@ def _meta_shapes(config: Mapping[str, Any], where: str) -> tuple[dict[str, tuple
     groups: dict[int, list[str]] = {}
     for k, t in named.items():
         groups.setdefault(id(t), []).append(k)
-    return {k: tuple(t.shape) for k, t in named.items()}, [g for g in groups.values() if len(g) > 1]
+    return ({k: tuple(t.shape) for k, t in named.items()}, [g for g in groups.values() if len(g) > 1],
+            type(model))

@@ -208,3 +208,28 @@ def test_fallbacks_folder_without_tokenizer_and_architecture_without_adapter(kin
                 out = model(x)
             assert torch.allclose(out.logits, ref, atol=1e-5)
             assert acts["biogpt.layers.0.fc2"][0].shape == (3, 12, 32)
+
+
+def test_keys_transformers_ignores_are_left_out_others_refused(tmp_path):
+    """Older transformers saved GPT-2's causal masks (``attn.bias``); the class declares them ignorable on load,
+    so they are left out (named in the notes). Any other extra tensor is refused, naming it."""
+    from safetensors.torch import load_file, save_file
+
+    from semgraph.errors import CorruptCheckpointError
+
+    torch.manual_seed(2)
+    cfg = transformers.GPT2Config(vocab_size=128, n_positions=16, n_embd=16, n_layer=1, n_head=2)
+    ck = tmp_path / "run" / "checkpoint-1"
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(ck)
+    state = load_file(str(ck / "model.safetensors"))
+    mask = torch.tril(torch.ones(16, 16, dtype=torch.bool)).view(1, 1, 16, 16)
+    save_file({**state, "transformer.h.0.attn.bias": mask}, str(ck / "model.safetensors"), metadata={"format": "pt"})
+    run = discover(tmp_path / "run")[0]
+    model = build_model(run.info["model"])
+    notes = load_weights(model, read_state_dict(run.checkpoints[0]))
+    assert any("transformer.h.0.attn.bias" in n and "ignores on load" in n for n in notes)
+    save_file({**state, "transformer.h.0.attn.extra": mask.float()}, str(ck / "model.safetensors"),
+              metadata={"format": "pt"})
+    with pytest.raises(CorruptCheckpointError) as exc:
+        load_weights(model, read_state_dict(run.checkpoints[0]), source=str(ck / "model.safetensors"))
+    assert exc.value.kind == "keys" and "transformer.h.0.attn.extra" in str(exc.value)
