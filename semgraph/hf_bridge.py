@@ -82,7 +82,14 @@ def attach_specs(runs: list[Any]) -> None:
     Configs of one run that describe different models are reported in ``run.problems`` (the first, in step
     order, is used; checkpoints it does not fit fail to load with a message naming both files)."""
     for run in runs:
-        if run.info.get("format") != "foreign" or run.info.get("model"):
+        given = run.info.get("model") or {}
+        if given.get("builder") == HF_BRIDGE and "config" not in given:  # a run spec naming only the folder
+            if not given.get("config_dir"):
+                raise ConfigError("an 'hf-bridge' model spec needs 'config_dir'", stage="run spec",
+                                  fix='write {"builder": "hf-bridge", "config_dir": "FOLDER/WITH/config.json"}')
+            run.info = {**run.info, "model": model_spec(Path(given["config_dir"]) / CONFIG_FILE)}
+            continue
+        if run.info.get("format") != "foreign" or given:
             continue
         files = config_files(run)
         if not files:

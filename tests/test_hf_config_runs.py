@@ -112,6 +112,14 @@ def test_config_json_is_the_model_spec_and_weights_load_exactly(hf_run):
         with torch.no_grad():
             assert torch.allclose(model(x), reference(x).logits, atol=1e-5)
     assert (root / f"checkpoint-{SHARDED_STEP}" / "model.safetensors.index.json").exists()
+    # a run spec may name the config folder instead (any folder holding config.json)
+    named = discover(root, {"model": {"builder": "hf-bridge", "config_dir": str(root / "checkpoint-4")}})[0]
+    assert named.info["model"]["config_file"].endswith("checkpoint-4/config.json")
+    assert named.info["model"]["config"] == json.loads((root / "checkpoint-4" / "config.json").read_text())
+    from semgraph.inspect_cmd import format_report, inspect_folder
+    report = inspect_folder(root)
+    assert report["runs"][0]["model_source"]["config_file"] == spec["config_file"]
+    assert f"model: {spec['config_file']} (gpt2, GPT2LMHeadModel" in format_report(report)
 
 
 def test_analyze_hf_folder_without_model_flag(hf_run, tmp_path):
