@@ -68,6 +68,8 @@ def analyze(run_dir: str | Path, out: str | Path, *, strict: bool = False, progr
     try:
         for run in runs:
             task, defaults = _task_for(run)
+            from semgraph.hf_bridge import preflight
+            preflight(run, task.probe_set().inputs)  # a config.json that fits no checkpoint: one line, no work done
             cfg = CaptureConfig(hooks=defaults["hooks"], params=defaults["params"], batch_size=batch_size,
                                 position=defaults.get("position", -1))
             extract_run(run, task.probe_set(), cfg, store, strict=strict, report=report, progress=progress,
@@ -112,9 +114,12 @@ def _task_for(run: Run):
     spec = run.info.get("task")
     if run.info.get("format") == "foreign" and not (spec and run.info.get("model")):
         lacking = " and ".join(w for w, ok in (("model spec", run.info.get("model")), ("task", spec)) if not ok)
+        fix = ("pass --task (induction, or modular-addition --p P), the task the model was trained on, or "
+               "--run-spec FILE" if run.info.get("model") else
+               "pass --model package.module:function and --task modular-addition --p P (with --train-pairs FILE), "
+               "or --run-spec FILE")
         raise ConfigError(f"no {lacking} for this folder (it has no semgraph run.json)", path=run.path,
-                          stage="analyze", fix="pass --model package.module:function and --task modular-addition "
-                                               "--p P (with --train-pairs FILE), or --run-spec FILE")
+                          stage="analyze", fix=fix)
     if not spec:
         raise ConfigError("run.json has no task, so there is no probe set", path=run.path / "run.json",
                           stage="analyze", fix="record the run with task_spec=... (e.g. ModularAddition.spec())")

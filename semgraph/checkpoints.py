@@ -163,6 +163,10 @@ def discover(root: str | Path, spec: Mapping[str, Any] | None = None, *, trust: 
     if spec:
         for run in runs:
             run.info = {**run.info, **{k: v for k, v in dict(spec).items() if v is not None}}
+    from semgraph.hf_bridge import attach_specs, complete_task
+    attach_specs(runs)  # an HF config.json next to the weights is the model spec (unless --model gave one)
+    for run in runs:
+        complete_task(run.info)
     return runs
 
 

@@ -12,6 +12,7 @@ class SemgraphError(Exception):
         self.path = None if path is None else str(path)
         self.stage = stage
         self.fix = fix
+        self.message = message
         parts = []
         if stage:
             parts.append(f"[{stage}]")

@@ -22,8 +22,13 @@ LEGACY_TL_SUFFIXES = (".W_E", ".W_pos", ".W_Q", ".W_K", ".W_V", ".W_O", ".W_U", 
 
 def tied_groups(model: torch.nn.Module) -> list[list[str]]:
     """Groups of state-dict names that share one tensor in ``model`` (e.g. tied embedding/unembedding)."""
+    return tied_groups_of(model.state_dict(keep_vars=True))
+
+
+def tied_groups_of(named: Mapping[str, torch.Tensor]) -> list[list[str]]:
+    """Groups of names (of a name -> tensor mapping) that share one tensor."""
     groups: dict[tuple, list[str]] = {}
-    for name, t in model.state_dict(keep_vars=True).items():
+    for name, t in named.items():
         if t.numel() == 0:
             continue
         key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
@@ -86,11 +91,15 @@ def convert_legacy_tl(state: Mapping[str, torch.Tensor], model: torch.nn.Module,
                                          "trained with") from exc
 
 
-def fit_to_model(model: torch.nn.Module, state: Mapping[str, torch.Tensor], *, source: str = "checkpoint"
-                 ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """A state dict with exactly the model's keys (prefixes stripped, legacy converted, ties filled) + notes."""
-    expected = set(model.state_dict().keys())
-    ties = tied_groups(model)
+def fit_to_model(model: torch.nn.Module, state: Mapping[str, torch.Tensor], *, source: str = "checkpoint",
+                 named: Mapping[str, torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """A state dict with exactly the model's keys (prefixes stripped, legacy converted, ties filled) + notes.
+
+    ``named`` (name -> tensor, e.g. a bridge's tensors under their HF names) replaces ``model.state_dict()``
+    as the key space to fit."""
+    named = model.state_dict(keep_vars=True) if named is None else named
+    expected = set(named)
+    ties = tied_groups_of(named)
     notes: list[str] = []
     state = dict(state)
     if not _covers(set(state), expected, ties):

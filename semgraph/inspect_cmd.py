@@ -98,6 +98,11 @@ def inspect_run(run: Run, *, hash_files: bool = False) -> dict[str, Any]:
            "failed": failed, "identical": identical, "problems": problems, "ignored": list(run.ignored),
            "semgraph_run": run.info.get("format") != "foreign",
            "has_model_spec": bool(run.info.get("model")), "has_task": bool(run.info.get("task"))}
+    spec = run.info.get("model") or {}
+    if spec.get("builder") == "hf-bridge":  # the config.json that analysis builds the model from
+        cfg = spec.get("config") or {}
+        out["model_source"] = {"config_file": spec.get("config_file"), "model_type": cfg.get("model_type"),
+                               "architectures": cfg.get("architectures")}
     if metrics:
         out["stored_metrics"] = {str(k): v for k, v in sorted(metrics.items())}
     return out
@@ -117,8 +122,14 @@ def format_report(report: dict[str, Any]) -> str:
     for r in report["runs"]:
         lines.append(f"run {r['run']}  ({r['path']})")
         lines.append(f"  {r['checkpoints']} checkpoints, steps {_ranges(r['steps'])}")
-        lines.append(f"  formats: {', '.join(r['formats'])}"
-                     + ("" if r["semgraph_run"] else "  (no run.json: pass --model/--task or --run-spec to analyze)"))
+        hint = "" if r["semgraph_run"] else "  (no run.json: pass --model/--task or --run-spec to analyze)"
+        if r.get("model_source"):
+            hint = "" if r["has_task"] else "  (no run.json: pass --task or --run-spec to analyze)"
+        lines.append(f"  formats: {', '.join(r['formats'])}" + hint)
+        if r.get("model_source"):
+            m = r["model_source"]
+            lines.append(f"  model: {m['config_file']} ({m['model_type']}, {'/'.join(m['architectures'] or [])}; "
+                         f"built offline as a transformer-lens TransformerBridge)")
         for s in r["signatures"]:
             lines.append(f"  model signature {s['signature']}: {s['tensors']} tensors, {s['parameters']:,} "
                          f"values, {'/'.join(s['dtypes'])}, steps {_ranges(s['steps'])}")

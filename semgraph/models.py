@@ -17,15 +17,19 @@ def build_model(spec: Mapping[str, Any]) -> torch.nn.Module:
     ``{"builder": "transformer-lens-native", "config": {...TransformerBridgeConfig fields...}}`` boots a
     TransformerBridge with ``boot_native`` (no hub, no network); ``{"builder": "factory",
     "factory": "package.module:function", "kwargs": {...}}`` calls a user function returning any
-    ``torch.nn.Module``.
+    ``torch.nn.Module``; ``{"builder": "hf-bridge", "config_dir": ..., "config": {...config.json...}}`` boots a
+    TransformerBridge from a local HF config.json (semgraph.hf_bridge; no hub).
     """
     builder = spec.get("builder")
     if builder == TL_NATIVE:
         return boot_native(spec["config"])
+    if builder == "hf-bridge":
+        from semgraph.hf_bridge import build
+        return build(spec)
     if builder == "factory":
         return call_factory(spec["factory"], spec.get("kwargs") or {})
     raise ConfigError(f"unknown model builder {builder!r}", stage="build model",
-                      fix=f"use {TL_NATIVE!r} or 'factory' in run.json's model entry")
+                      fix=f"use {TL_NATIVE!r}, 'hf-bridge' or 'factory' in run.json's model entry")
 
 
 def boot_native(config: Mapping[str, Any]) -> torch.nn.Module:
@@ -67,6 +71,10 @@ def load_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor], *, s
     """
     from semgraph.faithful import fit_to_model
 
+    if hasattr(model, "semgraph_hf_names"):  # built from an HF config.json: HF names, mapped by the bridge
+        from semgraph.hf_bridge import load_hf_weights
+        return load_hf_weights(model, state, source=source, config_file=getattr(model, "semgraph_config_file", None),
+                               dtype=dtype)
     state, notes = fit_to_model(model, state, source=source)
     expected = model.state_dict()
     bad = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"

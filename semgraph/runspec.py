@@ -26,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--run-spec", help="JSON file with 'model', 'task' and optional 'analysis' entries")
     g.add_argument("--model", help="model factory package.module:function returning a torch.nn.Module")
     g.add_argument("--model-kwargs", help="JSON object of keyword arguments for the model factory")
-    g.add_argument("--task", choices=["modular-addition"], help="the task the run was trained on")
+    g.add_argument("--task", choices=["modular-addition", "induction"],
+                   help="the task the run was trained on (induction: a causal LM on bytes, vocab >= 128)")
     g.add_argument("--p", type=int, help="modulus of the modular-addition task")
     g.add_argument("--train-fraction", type=float, help="train fraction (when the split is seeded)")
     g.add_argument("--seed", type=int, help="split seed (when the split is seeded)")
