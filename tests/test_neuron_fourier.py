@@ -164,3 +164,29 @@ def test_external_mlp_neurons_lock_onto_one_frequency_each():
     assert out[49800].values["single_fraction"] > 0.9 and out[49800].values["key_freqs"] == list(range(1, 12))
     # what the aggregate spectrum of probes.fourier reads off the same matrix
     assert key_frequencies(embedding_spectrum(state["mlp.W_in"].numpy().T, 23), FourierProbe().threshold_factor) == []
+
+
+def test_fourier_param_flag_adds_the_per_neuron_probe():
+    """`--fourier-param W --fourier-token-axis 1` runs both Fourier probes on W and stores W once."""
+    import argparse
+
+    from semgraph.runspec import add_arguments, analysis_settings, from_args
+    from semgraph.tasks import ModularAddition
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    spec = from_args(parser.parse_args(["--hooks", "mlp.hook_post", "--fourier-param", "mlp.W_in",
+                                        "--fourier-token-axis", "1"]))
+    settings_ = analysis_settings(ModularAddition(p=7).analysis_defaults(), spec)
+    assert ("neuron_fourier", {"param": "mlp.W_in", "token_axis": 1}) in settings_["probes"]
+    assert settings_["params"] == ["mlp.W_in"]
+    # a run spec naming only the per-neuron probe still gets its weight stored
+    only = analysis_settings(ModularAddition(p=7).analysis_defaults(),
+                             {"analysis": {"params": [], "probes": [["neuron_fourier", {"param": "W"}]]}})
+    assert only["params"] == ["W"]
+
+
+def test_node_label_names_the_per_neuron_key_frequencies():
+    from semgraph.states import describe_node
+    members = [{"output.train_acc": 1.0, "output.test_acc": 0.97,
+                "present": {"Fourier features": True, "neuron Fourier k=2": True, "neuron Fourier k=5": True}}]
+    assert describe_node(members)[0] == "generalising: Fourier circuit {2, 5}"
