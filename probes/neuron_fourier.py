@@ -89,10 +89,12 @@ class NeuronFourierProbe:
             reason = "task has no modulus p >= 3"
         elif w is None:
             reason = f"parameter {self.param!r} not stored"
-        elif np.ndim(w) != 2:
-            reason = f"parameter {self.param!r} has shape {np.shape(w)}, not a 2-D matrix"
+        elif np.ndim(w) != 2 or not -2 <= self.token_axis <= 1:
+            reason = (f"parameter {self.param!r} of shape {np.shape(w)} is not a 2-D matrix with token axis "
+                      f"{self.token_axis}")
         elif np.shape(w)[self.token_axis] < p:
-            reason = f"axis {self.token_axis} of {self.param!r} has {np.shape(w)[self.token_axis]} entries, fewer than p={p}"
+            reason = (f"axis {self.token_axis} of {self.param!r} has {np.shape(w)[self.token_axis]} entries, "
+                      f"fewer than p={p}")
         else:
             reason = finite_or_reason(np.asarray(w), self.param)
         if reason is None:

@@ -131,6 +131,7 @@ def test_small_modulus_random_neurons_are_not_features():
     ({}, 23, 1, "not stored"),
     ({"W": np.ones((8, 23))}, None, 1, "no modulus"),
     ({"W": np.ones(23)}, 23, 0, "not a 2-D matrix"),
+    ({"W": np.ones((8, 23))}, 23, 2, "not a 2-D matrix with token axis 2"),
     ({"W": np.ones((8, 20))}, 23, 1, "fewer than p=23"),
     ({"W": np.where(np.eye(8, 23) > 0, np.nan, 1.0)}, 23, 1, "non-finite"),
     ({"W": np.zeros((8, 23))}, 23, 1, "constant over the residues"),
