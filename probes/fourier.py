@@ -41,12 +41,17 @@ def frequencies(p: int) -> np.ndarray:
     return np.arange(1, (p - 1) // 2 + 1)
 
 
-def embedding_spectrum(embedding: np.ndarray, p: int) -> np.ndarray:
-    """Power fraction per frequency k = 1..(p-1)//2 of a (p, d) embedding (rows are tokens 0..p-1)."""
-    e = np.asarray(embedding, dtype=np.float64)[:p]
+def frequency_power(x: np.ndarray, p: int) -> np.ndarray:
+    """Power per frequency k = 1..(p-1)//2 (rows) of each column of a (p, d) matrix indexed by token 0..p-1."""
+    e = np.asarray(x, dtype=np.float64)[:p]
     e = e - e.mean(axis=0, keepdims=True)
     f = np.fft.rfft(e, axis=0)                    # (p//2 + 1, d); index k <-> frequency k
-    power = (np.abs(f[1:(p - 1) // 2 + 1]) ** 2).sum(axis=1)
+    return np.abs(f[1:(p - 1) // 2 + 1]) ** 2
+
+
+def embedding_spectrum(embedding: np.ndarray, p: int) -> np.ndarray:
+    """Power fraction per frequency k = 1..(p-1)//2 of a (p, d) embedding (rows are tokens 0..p-1)."""
+    power = frequency_power(embedding, p).sum(axis=1)
     total = power.sum()
     return power / total if total > 0 else np.full_like(power, np.nan)
 

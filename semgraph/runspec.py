@@ -117,6 +117,8 @@ def from_args(args: argparse.Namespace) -> dict[str, Any] | None:
             if getattr(args, "fourier_token_axis", None) is not None:
                 fourier["token_axis"] = args.fourier_token_axis
             probes.append(["fourier", fourier])
+            per_neuron = {"param": fparam, **({"token_axis": fourier["token_axis"]} if "token_axis" in fourier else {})}
+            probes.append(["neuron_fourier", per_neuron])  # one frequency per neuron (probes/neuron_fourier.py)
         if getattr(args, "linear_hook", None):
             probes.append(["linear", {"concept": "a+b mod p", "hook": args.linear_hook}])
         analysis["probes"] = probes
@@ -132,8 +134,9 @@ def analysis_settings(defaults: dict[str, Any], info: dict[str, Any]) -> dict[st
         if value is not None:
             out[key] = [tuple(v) if isinstance(v, list) and key == "probes" else v for v in value] \
                 if key == "probes" else value
-    missing_params = [p for name, kw in out.get("probes", []) if name == "fourier"
-                      for p in [kw.get("embedding_param", "embed.weight")] if p not in out.get("params", [])]
+    missing_params = [p for name, kw in out.get("probes", []) if name in ("fourier", "neuron_fourier")
+                      for p in [kw.get("embedding_param" if name == "fourier" else "param", "embed.weight")]
+                      if p not in out.get("params", [])]
     if missing_params:
         out["params"] = list(out.get("params", [])) + missing_params
     return out

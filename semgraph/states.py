@@ -93,7 +93,8 @@ def describe_node(members: Sequence[dict[str, Any]]) -> tuple[str, list[str]]:
     concepts = sorted(c for c, n in votes.items() if n * 2 > len(members))
     tr = float(np.nanmean([_f(r.get("output.train_acc")) for r in members]))
     te = float(np.nanmean([_f(r.get("output.test_acc")) for r in members]))
-    freqs = sorted(int(c.split("=")[1]) for c in concepts if c.startswith("Fourier k="))
+    freqs = sorted(int(c.split("=")[1]) for c in concepts if c.startswith("Fourier k=")) or \
+        sorted(int(c.split("=")[1]) for c in concepts if c.startswith("neuron Fourier k="))  # probes/neuron_fourier
     circuit = f"Fourier circuit {{{', '.join(map(str, freqs))}}}" if freqs else ""
     if te >= 0.95:
         name = "generalising" + (f": {circuit}" if circuit else "")

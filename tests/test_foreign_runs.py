@@ -139,7 +139,8 @@ def external_spec() -> dict:
                      "test_pairs": read_pairs(EXTERNAL / "test_data.pth")},
             "analysis": {"hooks": ["mlp.hook_post"], "params": ["mlp.W_in"],
                          "probes": [["output", {}], ["fourier", {"embedding_param": "mlp.W_in", "token_axis": 1,
-                                                                 "neuron_hook": "mlp.hook_post"}]]}}
+                                                                 "neuron_hook": "mlp.hook_post"}],
+                                    ["neuron_fourier", {"param": "mlp.W_in", "token_axis": 1}]]}}
 
 
 @needs_external
@@ -191,3 +192,8 @@ def test_external_series_nodes_follow_the_recorded_stages(tmp_path):
     first, last = G.nodes[path[0]], G.nodes[path[-1]]
     assert first["test_acc"] < 0.3 and last["test_acc"] > 0.95          # README: 0 -> 0.977
     assert max(first["member_steps"]) <= 2000 and min(last["member_steps"]) >= 8000
+    # one frequency per neuron (He et al. 2026): absent at initialisation, all 11 frequencies at the end
+    rows = {r["step"]: r for r in res.rows}
+    assert rows[0]["present"]["Fourier features"] is False and rows[0]["neuron_fourier.key_freqs"] == []
+    assert rows[49800]["neuron_fourier.key_freqs"] == list(range(1, 12))
+    assert last["label"] == "generalising: Fourier circuit {" + ", ".join(map(str, range(1, 12))) + "}"
