@@ -95,3 +95,9 @@ def test_induction_phase_change_matches_a_landscape_transition(tmp_path):
     # sequences are at the same checkpoint (within one checkpoint interval)
     assert abs(rep["transition_step"] - rep["induction_half_rise_step"]) <= rep["checkpoint_interval"]
     assert abs(rep["transition_step"] - rep["repeat_loss_drop_step"]) <= rep["checkpoint_interval"]
+    # the training loss has the phase change's bump against log(step), and the transition lies inside it;
+    # the in-context-learning score on held-out text falls inside it too
+    assert rep["loss_bump_step"] is not None
+    assert rep["loss_bump"]["onset"] <= rep["transition_step"] <= rep["loss_bump"]["end"]
+    assert rep["loss_bump"]["onset"] <= rep["icl_drop_step"] <= rep["loss_bump"]["end"]
+    assert rep["icl_last"] < rep["icl_at_skip"] - 0.1

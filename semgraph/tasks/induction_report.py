@@ -1,8 +1,9 @@
 """Where the induction-head phase change happens in an analysed run, from four independent signals.
 
 - induction jump: the checkpoint that ends the largest rise of the best induction score between two
-  consecutive checkpoints (attention patterns, ``induction_scores`` probe), and the first checkpoint at
-  which the score passes half-way from its first to its last value;
+  consecutive checkpoints (attention patterns, ``induction_scores`` probe), the first checkpoint at
+  which the score passes half-way from its first to its last value, and the step of its steepest rise
+  against log(step) (``induction_steepest_rise_step``, on the same axis as the loss bump);
 - loss bump (Olsson et al. 2022): ``loss_bump_step`` is the step of the steepest fall of the training loss
   against log(step) inside the bump found by ``semgraph.bumps.loss_bump`` -- a stretch after ``skip_until``
   where the loss falls significantly faster against log(step) than in the window before it (the local
@@ -53,6 +54,7 @@ def phase_change_report(rows: Sequence[dict[str, Any]], graph: nx.DiGraph,
         "induction_jump_step": jump, "induction_half_rise_step": half_step,
         "induction_first": float(ind[0]), "induction_last": float(ind[-1]),
         "repeat_loss_drop_step": _largest_change(steps[late], rep[late], -1),
+        "induction_steepest_rise_step": steepest_fall_step(steps, -ind, skip_until=skip_until),
     }
     icl_rows = [(r["step"], r["induction_scores.icl_score"]) for r in rows
                 if r.get("induction_scores.icl_score") is not None]
