@@ -12,7 +12,8 @@ on repeated random sequences, the best induction and previous-token scores (comp
 text (``heldout_icl``: loss at late minus loss at early positions of ``n_ctx``-byte windows, Olsson et al.
 2022). The training loss is logged every ``loss_every`` steps (and at every checkpoint) as ``train_loss``,
 the mean over the updates since the previous log line, so its curve is dense enough to show the phase
-change's bump (a steeper fall of the loss against log(step)). Resumable: the optimizer state and the batch sampler's position are saved with each
+change's bump (a steeper fall of the loss against log(step)); ``train_loss_copy`` is its part on the
+repeated copies (predictable only from the context) and ``train_loss_plain`` on the plain-text windows. Resumable: the optimizer state and the batch sampler's position are saved with each
 checkpoint.
 """
 from __future__ import annotations
@@ -80,47 +81,76 @@ def train_induction(out: str | Path, recipe: InductionRecipe, *, resume: bool = 
     icl_windows = torch.as_tensor(random_windows(test_tokens, recipe.n_icl, recipe.n_ctx,
                                                  np.random.default_rng(recipe.seed + 777)))
     hooks = [f"blocks.{layer}.attn.hook_pattern" for layer in range(recipe.n_layers)]
-    losses: list[float] = []
+    losses = LossLog()
+    n_rep = int(round(recipe.repeat_fraction * recipe.batch_size))
     model.train()
     for step in tqdm(range(start, recipe.steps + 1), desc=f"train {Path(out).name}", unit="step",
                      disable=not progress, initial=start, total=recipe.steps + 1):
         if rec.should_record(step):
             metrics = evaluate(model, ps, hooks, recipe.repeat_len, icl_windows)
             if losses:
-                metrics["train_loss"] = float(np.mean(losses))
-            losses = []
+                metrics.update(losses.pop())
             rec.record(step, model, metrics)
             rec.save_train_state(step, opt)
         elif losses and recipe.loss_every and step % recipe.loss_every == 0:
-            rec.log(step, {"train_loss": float(np.mean(losses))})
-            losses = []
+            rec.log(step, losses.pop())
         if step == recipe.steps:
             break
         rng = np.random.default_rng((recipe.seed, step))  # a function of the step, so resume is exact
-        batch = torch.as_tensor(training_batch(train_tokens, recipe, rng))
+        tokens, copy = training_batch(train_tokens, recipe, rng, with_mask=True)
+        batch = torch.as_tensor(tokens)
         logits = model(batch[:, :-1])
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
+                                                reduction="none").reshape(batch.shape[0], -1)
+        loss = nll.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(loss.item())
+        losses.add(nll.detach(), copy[:, 1:], n_rep)
     return rec.run_dir
 
 
-def training_batch(tokens: np.ndarray, recipe: InductionRecipe, rng: np.random.Generator) -> np.ndarray:
+def training_batch(tokens: np.ndarray, recipe: InductionRecipe, rng: np.random.Generator, *,
+                   with_mask: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """(batch, n_ctx + 1) windows of real text. In the first ``repeat_fraction`` of them the text from a
     random start ``s`` on repeats with a random period ``P`` (8 <= P <= n_ctx // 2): ``w[t] = w[t - P]`` for
     ``t >= s + P``. Random periods and starts leave no fixed positional offset to exploit: only copying
-    by content (an induction head) predicts the repeats."""
+    by content (an induction head) predicts the repeats. ``with_mask``: also the boolean mask of those
+    copies (``t >= s + P`` in the repeated windows)."""
     windows = random_windows(tokens, recipe.batch_size, recipe.n_ctx + 1, rng)
     n_rep = int(round(recipe.repeat_fraction * recipe.batch_size))
     T = recipe.n_ctx + 1
-    for w in windows[:n_rep]:
+    mask = np.zeros(windows.shape, dtype=bool)
+    for w, m in zip(windows[:n_rep], mask[:n_rep]):
         period = int(rng.integers(8, max(9, recipe.n_ctx // 2 + 1)))
         start = int(rng.integers(0, max(1, T - 2 * period)))
         t = np.arange(start + period, T)
         w[t] = w[start + (t - start) % period]
-    return windows.astype(np.int64)
+        m[t] = True
+    return (windows.astype(np.int64), mask) if with_mask else windows.astype(np.int64)
+
+
+class LossLog:
+    """Training-loss sums since the last log line: all targets, the copies in repeated windows (predictable
+    only in context) and the plain-text windows."""
+
+    def __init__(self) -> None:
+        self.sums = {"train_loss": [0.0, 0], "train_loss_copy": [0.0, 0], "train_loss_plain": [0.0, 0]}
+
+    def add(self, nll: torch.Tensor, copy: np.ndarray, n_rep: int) -> None:
+        copy_t = torch.as_tensor(copy)
+        for key, sel in (("train_loss", None), ("train_loss_copy", copy_t), ("train_loss_plain", slice(n_rep, None))):
+            part = nll if sel is None else nll[sel]
+            self.sums[key][0] += float(part.sum())
+            self.sums[key][1] += part.numel()
+
+    def __bool__(self) -> bool:
+        return self.sums["train_loss"][1] > 0
+
+    def pop(self) -> dict[str, float]:
+        out = {k: s / n for k, (s, n) in self.sums.items() if n}
+        self.__init__()
+        return out
 
 
 @torch.no_grad()
