@@ -9,7 +9,8 @@
   where the loss falls significantly faster against log(step) than in the window before it (the local
   extremum of d loss / d ln step; a smooth power law has none, then it is None). It reads the ``train_loss``
   the loop logged (mean over the ``loss_every`` updates before each log line). The same detector on the
-  held-out text loss gives ``heldout_loss_bump_step``. ``repeat_loss_drop_step``: the checkpoint ending the
+  parts of that loss on the in-context copies and on plain-text windows gives ``copy_loss_bump_step`` and
+  ``plain_loss_bump_step``, on the held-out text loss ``heldout_loss_bump_step``. ``repeat_loss_drop_step``: the checkpoint ending the
   largest fall of the loss on repeated random sequences (probe);
 - in-context learning: ``icl_drop_step`` is the steepest fall against log(step) of the ICL score (loss at
   late minus loss at early positions of held-out text windows, ``probes.induction.icl_score``) the loop
@@ -84,24 +85,28 @@ def _series(metrics: Mapping[int, Mapping[str, float]], key: str) -> tuple[list[
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
+def _centred(steps: list[int]) -> list[float]:
+    """A training loss logged at step s is the mean over the updates since the previous log line: centre it."""
+    return [(a + b) / 2 for a, b in zip([0] + steps[:-1], steps)]
+
+
 def _from_metrics(metrics: Mapping[int, Mapping[str, float]], skip_until: int) -> dict[str, Any]:
     """Loss bump of the logged training loss and held-out loss, ICL drop of the logged ICL score."""
     out: dict[str, Any] = {}
     steps, loss = _series(metrics, "train_loss")
     if steps:
-        # train_loss at step s is the mean over the updates since the previous log line: centre it there
-        prev = [0] + steps[:-1]
-        mid = [(a + b) / 2 for a, b in zip(prev, steps)]
-        bump = loss_bump(mid, loss, skip_until=skip_until)
+        bump = loss_bump(_centred(steps), loss, skip_until=skip_until)
         out["train_loss_points"] = len(steps)
         out["loss_bump_step"] = None if bump is None else bump.step
         if bump is not None:
             out["loss_bump"] = {"onset": bump.onset, "end": bump.end, "slope": bump.slope,
                                 "reference_slope": bump.reference_slope, "z": bump.z}
-    steps, held = _series(metrics, "heldout_loss")
-    if steps:
-        bump = loss_bump(steps, held, skip_until=skip_until)
-        out["heldout_loss_bump_step"] = None if bump is None else bump.step
+    for key, name in (("train_loss_copy", "copy_loss_bump_step"), ("train_loss_plain", "plain_loss_bump_step"),
+                      ("heldout_loss", "heldout_loss_bump_step")):
+        steps, values = _series(metrics, key)
+        if steps:
+            bump = loss_bump(_centred(steps) if key.startswith("train") else steps, values, skip_until=skip_until)
+            out[name] = None if bump is None else bump.step
     steps, icl = _series(metrics, "heldout_icl")
     if steps:
         out["icl_drop_step"] = steepest_fall_step(steps, icl, skip_until=skip_until)
