@@ -13,8 +13,8 @@ text (``heldout_icl``: loss at late minus loss at early positions of ``n_ctx``-b
 2022). The training loss is logged every ``loss_every`` steps (and at every checkpoint) as ``train_loss``,
 the mean over the updates since the previous log line, so its curve is dense enough to show the phase
 change's bump (a steeper fall of the loss against log(step)); ``train_loss_copy`` is its part on the
-repeated copies (predictable only from the context) and ``train_loss_plain`` on the plain-text windows. Resumable: the optimizer state and the batch sampler's position are saved with each
-checkpoint.
+repeated copies (predictable only from the context) and ``train_loss_plain`` on the plain-text windows.
+Resumable: the optimizer state and the batch sampler's position are saved with each checkpoint.
 """
 from __future__ import annotations
 
@@ -134,13 +134,14 @@ class LossLog:
     """Training-loss sums since the last log line: all targets, the copies in repeated windows (predictable
     only in context) and the plain-text windows."""
 
+    KEYS = ("train_loss", "train_loss_copy", "train_loss_plain")
+
     def __init__(self) -> None:
-        self.sums = {"train_loss": [0.0, 0], "train_loss_copy": [0.0, 0], "train_loss_plain": [0.0, 0]}
+        self.sums = {k: [0.0, 0] for k in self.KEYS}
 
     def add(self, nll: torch.Tensor, copy: np.ndarray, n_rep: int) -> None:
         copy_t = torch.as_tensor(copy)
-        for key, sel in (("train_loss", None), ("train_loss_copy", copy_t), ("train_loss_plain", slice(n_rep, None))):
-            part = nll if sel is None else nll[sel]
+        for key, part in zip(self.KEYS, (nll, nll[copy_t], nll[n_rep:])):
             self.sums[key][0] += float(part.sum())
             self.sums[key][1] += part.numel()
 
@@ -149,7 +150,7 @@ class LossLog:
 
     def pop(self) -> dict[str, float]:
         out = {k: s / n for k, (s, n) in self.sums.items() if n}
-        self.__init__()
+        self.sums = {k: [0.0, 0] for k in self.KEYS}
         return out
 
 
