@@ -1,4 +1,4 @@
-"""Where the induction-head phase change happens in an analysed run, from four independent signals.
+"""Where the induction-head phase change happens in an analysed run, from four kinds of signal.
 
 - induction jump: the checkpoint that ends the largest rise of the best induction score between two
   consecutive checkpoints (attention patterns, ``induction_scores`` probe), the first checkpoint at
@@ -10,8 +10,9 @@
   extremum of d loss / d ln step; a smooth power law has none, then it is None). It reads the ``train_loss``
   the loop logged (mean over the ``loss_every`` updates before each log line). The same detector on the
   parts of that loss on the in-context copies and on plain-text windows gives ``copy_loss_bump_step`` and
-  ``plain_loss_bump_step``, on the held-out text loss ``heldout_loss_bump_step``. ``repeat_loss_drop_step``: the checkpoint ending the
-  largest fall of the loss on repeated random sequences (probe);
+  ``plain_loss_bump_step``, on the held-out text loss ``heldout_loss_bump_step``.
+  ``repeat_loss_drop_step``: the checkpoint ending the largest fall of the loss on repeated random sequences
+  (probe);
 - in-context learning: ``icl_drop_step`` is the steepest fall against log(step) of the ICL score (loss at
   late minus loss at early positions of held-out text windows, ``probes.induction.icl_score``) the loop
   logged on ``n_ctx``-byte windows (``heldout_icl``); ``icl_drop_step_probe`` the same from the probe's
@@ -43,6 +44,8 @@ def _largest_change(steps: np.ndarray, values: np.ndarray, sign: float) -> int |
 def phase_change_report(rows: Sequence[dict[str, Any]], graph: nx.DiGraph,
                         metrics: Mapping[int, Mapping[str, float]] | None = None, *, skip_until: int = 200
                         ) -> dict[str, Any]:
+    """Steps of the phase change (module docstring) from the analysis rows, the landscape and the metrics
+    the training loop logged (``read_metrics``)."""
     rows = sorted(rows, key=lambda r: r["step"])
     steps = np.array([r["step"] for r in rows])
     ind = np.array([r[IND] for r in rows], dtype=float)
