@@ -1,8 +1,7 @@
 """semgraph's probe library: one module per probe family behind the protocol in ``probes.base``."""
 from probes.base import Probe, ProbeContext, ProbeResult
 from probes.fourier import FourierProbe
-from probes.induction import InductionProbe
-from probes.induction_scores import InductionScoresProbe
+from probes.induction import InductionProbe, InductionScoresProbe
 from probes.linear import LinearConceptProbe
 from probes.linear_per_layer import LinearPerLayerProbe
 from probes.neuron_fourier import NeuronFourierProbe

@@ -74,9 +74,9 @@ def test_induction_probe_labels_the_heads(patterns_and_tokens):
                        split=np.array(["test"] * len(tokens)), concepts={}, activations=pats,
                        logits=np.zeros((len(tokens), V)))
     res = InductionProbe(n_layers=2).compute(ctx)
-    assert res.values["1.0.induction"] > 0.99 and res.values["max_induction"] == res.values["1.0.induction"]
+    assert res.values["induction_L1"][0] > 0.99 and res.values["induction_max"] == res.values["induction_L1"][0]
     present = {k for k, on in res.present.items() if on}
-    assert present == {"induction head 1.0", "previous-token head 0.0"}
+    assert present == {"induction head L1H0", "previous-token head L0H0", "induction head"}
 
 
 def test_induction_score_of_a_uniform_head_matches_its_closed_form():

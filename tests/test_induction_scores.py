@@ -1,4 +1,5 @@
-"""induction_scores probe on hand-constructed attention patterns and logits (ground truth by construction)."""
+"""The induction probe (registry name ``induction_scores``) on hand-constructed attention patterns and logits
+(ground truth by construction)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +7,8 @@ import pytest
 
 from probes import make_probe
 from probes.base import ProbeContext
-from probes.induction_scores import induction_score, next_token_nll, previous_token_score
+from probes.induction import (icl_positions, icl_score, induction_scores, next_token_nll, previous_token_scores,
+                              repeated_tokens)
 from semgraph.tasks.induction import InductionText, VOCAB
 
 L = 5
@@ -25,8 +27,9 @@ def constructed_patterns(n: int = 3) -> np.ndarray:
 
 def test_scores_of_constructed_heads():
     pat = constructed_patterns()
-    ind = induction_score(pat, L)
-    prev = previous_token_score(pat)
+    tokens = repeated_tokens(20, L, n=3, seed=0)          # distinct tokens: the only target of i >= L is i-L+1
+    ind = induction_scores(pat, tokens)
+    prev = previous_token_scores(pat)
     uniform_ind = np.mean([1.0 / (i + 1) for i in range(L, 2 * L)])
     uniform_prev = np.mean([1.0 / (i + 1) for i in range(1, T)])
     np.testing.assert_allclose(ind, [1.0, 0.0, uniform_ind])
@@ -50,9 +53,7 @@ def _ctx(pat: np.ndarray, logits: np.ndarray | None, inputs: np.ndarray, split: 
 
 
 def test_probe_reports_per_head_scores_losses_and_concepts():
-    rng = np.random.default_rng(0)
-    half = rng.integers(0, 20, size=(4, L))
-    inputs = np.concatenate([half, half], axis=1)
+    inputs = repeated_tokens(20, L, n=4, seed=0)
     split = np.array(["unseen", "unseen", "test", "test"])
     pat = np.concatenate([constructed_patterns(4), constructed_patterns(4)[:, :1]], axis=1)  # 4 heads
     # logits: a perfect copier in the second repeat (prob 0.9 on the right token), uniform elsewhere
@@ -66,6 +67,8 @@ def test_probe_reports_per_head_scores_losses_and_concepts():
     assert v["repeat_loss"] == pytest.approx(-np.log(0.9))
     assert v["first_repeat_loss"] == pytest.approx(np.log(20))
     assert v["text_loss"] == pytest.approx((4 * np.log(20) + 4 * -np.log(0.9) + np.log(20)) / (T - 1))
+    # text rows: early target (column 0) uniform, late targets (columns 6..8, all in the second repeat) copied
+    assert v["icl_score"] == pytest.approx(-np.log(0.9) - np.log(20))
     assert res.present["induction head L0H0"] and res.present["previous-token head L0H1"]
     assert res.present["induction head"]
 
@@ -75,7 +78,10 @@ def test_probe_gives_reasons_instead_of_numbers_when_inputs_are_missing():
     pat = constructed_patterns(2)
     res = make_probe("induction_scores").compute(_ctx(pat[:, :, :4, :4], None, inputs, np.array(["unseen"] * 2)))
     assert res.values["induction_max"] is None and "position=None" in res.reasons["induction_max"]
+    res = make_probe("induction_scores", logits_hook="unembed.hook_out").compute(
+        _ctx(pat, None, repeated_tokens(20, L, n=2), np.array(["unseen"] * 2)))
     assert res.values["repeat_loss"] is None and "logits" in res.reasons["repeat_loss"]
+    assert res.values["icl_score"] is None and "logits" in res.reasons["icl_score"]
 
 
 def test_induction_probe_set_repeats_and_answers():
@@ -86,3 +92,23 @@ def test_induction_probe_set_repeats_and_answers():
     np.testing.assert_array_equal(ps.inputs[rep, :8], ps.inputs[rep, 8:])
     np.testing.assert_array_equal(ps.labels[rep], ps.inputs[rep, 0])   # what an induction head predicts
     assert ps.inputs.max() < VOCAB and ps.inputs.min() >= 0
+
+
+def test_icl_positions_are_the_first_eighth_and_the_last_third():
+    early, late = icl_positions(63)                          # windows of T = 64 tokens
+    np.testing.assert_array_equal(early, np.arange(8))       # targets 1..8
+    np.testing.assert_array_equal(late, np.arange(42, 63))   # targets 43..63 (ceil(128/3) = 43)
+    nll = np.zeros((2, 63))
+    nll[:, early] = 3.0
+    nll[:, late] = 1.0
+    nll[:, 8:42] = 100.0                                     # middle positions do not count
+    assert icl_score(nll) == pytest.approx(-2.0)
+    with pytest.raises(ValueError):
+        icl_score(np.zeros((2, 2)))
+
+
+def test_both_registry_names_are_the_same_probe():
+    from probes import REGISTRY
+    from probes.induction import InductionProbe
+    assert issubclass(REGISTRY["induction_scores"], REGISTRY["induction"]) and REGISTRY["induction"] is InductionProbe
+    assert make_probe("induction").repeat_split is None and make_probe("induction_scores").repeat_split == "unseen"

@@ -303,11 +303,11 @@ def _degenerate(kind: str):
 MUST_REFUSE = {
     "nan": {"output": ["train_loss", "test_acc"], "fourier": ["key_freqs", "neuron_key_freqs", "restricted_loss",
             "excluded_loss", "distance_irrelevance"], "linear": ["score", "selectivity"], "ridge": ["score"],
-            "cka": ["cka"], "weights": ["l2", "spectral"], "induction": ["0.max_induction", "max_induction"]},
+            "cka": ["cka"], "weights": ["l2", "spectral"], "induction": ["induction_L0", "induction_max"]},
     "constant": {"fourier": ["key_freqs", "gini", "neuron_key_freqs", "distance_irrelevance"],
-                 "linear": ["score"], "ridge": ["score"], "cka": ["cka"], "induction": ["max_induction"]},
+                 "linear": ["score"], "ridge": ["score"], "cka": ["cka"], "induction": ["induction_max"]},
     "one class": {"linear": ["score", "control_score"], "ridge": ["score"], "weights": ["l2"],
-                  "induction": ["max_induction"]},
+                  "induction": ["induction_max"]},
 }
 
 

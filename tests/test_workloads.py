@@ -37,6 +37,13 @@ def test_training_batch_repeats_a_real_chunk_with_a_random_period():
     assert all(found)                                        # every repeated window repeats
     assert len({f[0] for f in found}) > 1                    # with different periods: no fixed offset
     assert not any(periods(w) for w in b[4:])                # plain real text does not
+    b2, copy = training_batch(train, recipe, np.random.default_rng(0), with_mask=True)
+    np.testing.assert_array_equal(b2, b)                     # the mask does not change the batch
+    assert not copy[4:].any() and copy[:4].any(axis=1).all()
+    for w, m, p in zip(b[:4], copy[:4], (f[0] for f in found)):
+        t = np.flatnonzero(m)                                # the copies: contiguous up to the end, w[t] = w[t-P']
+        assert t[-1] == len(w) - 1 and np.array_equal(t, np.arange(t[0], len(w)))
+        assert any(np.array_equal(w[t], w[t - q]) for q in range(8, 33))
 
 
 def test_cli_train_digits_then_analyze(tmp_path, capsys):
@@ -57,6 +64,10 @@ def test_tiny_induction_run_analyses_with_patterns_at_every_position(tmp_path):
                                                              batch_size=4, schedule=[0, 6]), progress=False)
     res = analyze(run, tmp_path / "out", progress=False)
     logged = read_metrics(run)
+    assert {"train_loss", "train_loss_copy", "train_loss_plain"} <= set(logged[5])   # logged between checkpoints
+    assert {"heldout_loss", "heldout_icl", "icl_score"} <= set(logged[6])
+    last = {r["step"]: r for r in res.rows}[6]
+    assert last["induction_scores.icl_score"] == pytest.approx(logged[6]["icl_score"], abs=1e-4)
     for row in res.rows:
         # analysis (stored patterns/logits) agrees with the training loop's live capture
         assert row["induction_scores.induction_max"] == pytest.approx(logged[row["step"]]["induction_max"], abs=1e-5)
@@ -95,3 +106,9 @@ def test_induction_phase_change_matches_a_landscape_transition(tmp_path):
     # sequences are at the same checkpoint (within one checkpoint interval)
     assert abs(rep["transition_step"] - rep["induction_half_rise_step"]) <= rep["checkpoint_interval"]
     assert abs(rep["transition_step"] - rep["repeat_loss_drop_step"]) <= rep["checkpoint_interval"]
+    # the training loss has the phase change's bump against log(step), and the transition lies inside it;
+    # the in-context-learning score on held-out text falls inside it too
+    assert rep["loss_bump_step"] is not None
+    assert rep["loss_bump"]["onset"] <= rep["transition_step"] <= rep["loss_bump"]["end"]
+    assert rep["loss_bump"]["onset"] <= rep["icl_drop_step"] <= rep["loss_bump"]["end"]
+    assert rep["icl_last"] < rep["icl_at_skip"] - 0.1

@@ -11,7 +11,8 @@ The probe set holds two kinds of inputs of the same length ``2 * repeat_len``:
 - ``test``: windows of held-out real text; the answer is the byte that follows the window.
 
 Analysis captures the attention patterns of every layer and the logits at every position, and runs the
-``induction_scores`` probe (induction and previous-token score per head, loss on repeated sequences).
+``induction_scores`` probe (``probes.induction``: induction and previous-token score per head, loss on
+repeated sequences and on text, in-context-learning score).
 """
 from __future__ import annotations
 
