@@ -116,8 +116,10 @@ def loop_analyze(run_dir: str, n: int, out: str, batch_size: int, workers: int) 
     sub.mkdir(parents=True)
     (sub / "run.json").symlink_to(Path(run_dir).resolve() / "run.json")
     run, _, _ = _setup(run_dir, n)
-    for ref in run.checkpoints:
-        (sub / ref.path.name).symlink_to(ref.path.resolve())
+    for ref in run.checkpoints:  # same layout as the run: checkpoints sit where discover looks for them
+        link = sub / ref.path.relative_to(run.path)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(ref.path.resolve())
     result = analyze(sub, Path(out) / "analysis", progress=False, workers=workers, batch_size=batch_size)
     assert len(result.rows) == n, len(result.rows)
 

@@ -22,7 +22,7 @@ from semgraph.errors import ConfigError, SemgraphError
 from semgraph.extract import CaptureConfig, ExtractReport, extract_run
 from semgraph.io import atomic_write_json
 from semgraph.landscape import build_landscape, node_path
-from semgraph.parallel import make_executor
+from semgraph.parallel import Executor, make_executor
 from semgraph.probing import run_probes
 from semgraph.recorder import read_metrics
 from semgraph.states import (describe_node, order_by_first_visit, refine_by_concepts,
@@ -46,14 +46,16 @@ def analyze(run_dir: str | Path, out: str | Path, *, strict: bool = False, progr
             max_states: int = 8, batch_size: int = 1024, run_spec: dict[str, Any] | None = None,
             trust: bool = False, payload: str | None = None, workers: int | None = 1,
             scheduler: str | None = None, states: str | None = None,
-            compare_states: Sequence[str] | None = None, skip_probes: Sequence[str] = ()) -> AnalysisResult:
+            compare_states: Sequence[str] | None = None, skip_probes: Sequence[str] = (),
+            executor: Executor | None = None) -> AnalysisResult:
     """Analyze a run folder. ``run_spec`` (see semgraph.runspec) gives folders without run.json their
     model, task and analysis settings; ``trust`` allows full unpickling of torch checkpoints.
     ``workers`` processes capture and probe checkpoints in parallel (None: one per core); ``scheduler`` sends them
     to dask.distributed instead ("local" or "tcp://host:port"). Results do not depend on either.
     ``states``: the state model (semgraph.state_models.METHODS; default DEFAULT_METHOD); ``compare_states``:
     other methods fitted too, for the agreement table (default: all others); ``skip_probes``: task-default
-    probes left out (e.g. "linear", ~4 CPU s per checkpoint, for large sweeps)."""
+    probes left out (e.g. "linear", ~4 CPU s per checkpoint, for large sweeps). ``executor``
+    (semgraph.parallel) replaces ``workers``/``scheduler``; the caller then closes it."""
     out = Path(out)
     runs = discover(run_dir, run_spec, trust=trust, payload=payload)
     for run in runs:
@@ -64,7 +66,8 @@ def analyze(run_dir: str | Path, out: str | Path, *, strict: bool = False, progr
     report = ExtractReport()
     rows: list[dict[str, Any]] = []
     sig_keys: list[str] | None = list(signature) if signature else None
-    executor = make_executor(workers, scheduler)
+    own_executor = executor is None
+    executor = executor or make_executor(workers, scheduler)
     try:
         for run in runs:
             task, defaults = _task_for(run)
@@ -84,7 +87,8 @@ def analyze(run_dir: str | Path, out: str | Path, *, strict: bool = False, progr
                                out / "probe_results", progress=progress, executor=executor)
             sig_keys = sig_keys or defaults["signature"]
     finally:
-        executor.close()
+        if own_executor:
+            executor.close()
     if not rows:
         raise SemgraphError("no checkpoint could be analysed (all failed to load)", path=run_dir,
                             stage="analyze", fix="see the warnings above for each file and its fix")

@@ -57,6 +57,17 @@ def cmd_train_workload(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    from semgraph.parallel import make_executor, start_early
+
+    # the worker processes import torch and TransformerLens while this process does the same
+    executor = start_early(make_executor(args.workers, args.scheduler))
+    try:
+        return _analyze_with(args, executor)
+    finally:
+        executor.close()
+
+
+def _analyze_with(args: argparse.Namespace, executor) -> int:  # noqa: ANN001
     from semgraph.analyze import analyze
 
     from semgraph import runspec
@@ -68,7 +79,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                   workers=args.workers,
                   scheduler=args.scheduler, states=getattr(args, "states", None),
                   compare_states=_compare_arg(getattr(args, "compare_states", None)),
-                  skip_probes=[x for x in (getattr(args, "skip_probes", "") or "").split(",") if x])
+                  skip_probes=[x for x in (getattr(args, "skip_probes", "") or "").split(",") if x],
+                  executor=executor)
     G, s = res.graph, res.summary
     print(f"\nlandscape: {G.number_of_nodes()} nodes, {G.number_of_edges()} edges "
           f"(store: {s['store']['captured']} captured, {s['store']['reused']} reused, "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterable, Iterator, Protocol, TypeVar
@@ -66,42 +67,153 @@ class SerialExecutor:
         pass
 
 
-class PoolExecutor:
-    """A local process pool. Workers are forked from a server process that has imported semgraph once
-    (fast start, no fork of a process whose thread pools are running); each uses cores/workers threads."""
+class _PoolStart:
+    """One background start of a process pool: the thread, its outcome, and whether anyone still wants it."""
 
-    def __init__(self, workers: int, threads: int | None = None):
+    def __init__(self, workers: int, threads: int, preload: Iterable[str], method: str = "forkserver"):
+        self.workers, self.threads, self.preload, self.method = workers, threads, list(preload), method
+        self.pool: ProcessPoolExecutor | None = None
+        self.error: BaseException | None = None
+        self.ready = threading.Event()      # set when every worker has answered, or the start failed
+        self.abandoned = False
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+        if method == "fork":    # fork from this (calling) thread: milliseconds, so no background thread
+            self._run()
+        else:
+            self.thread = threading.Thread(target=self._run, name="semgraph-pool-start", daemon=True)
+            self.thread.start()
+
+    def _run(self) -> None:
+        pool = None
+        try:
+            ctx = multiprocessing.get_context(self.method)
+            if self.method == "fork":
+                import importlib
+                for name in self.preload:   # imported once here; the forked workers inherit them
+                    importlib.import_module(name)
+            else:
+                ctx.set_forkserver_preload(self.preload)
+            pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_set_threads,
+                                       initargs=(self.threads,))
+            # one no-op per worker: each returns once its process exists and has run the initializer
+            for fut in [pool.submit(os.getpid) for _ in range(self.workers)]:
+                fut.result()
+        except BaseException as exc:  # reported in the calling thread by PoolExecutor.pool()
+            self.error = exc
+        with self.lock:
+            if self.abandoned:      # closed while starting: nobody will use these workers
+                if pool is not None:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                return
+            self.pool = pool
+            self.ready.set()
+
+    def abandon_or_take(self) -> ProcessPoolExecutor | None:
+        """The started pool (the caller shuts it down), or None after marking a start in progress abandoned."""
+        with self.lock:
+            if not self.ready.is_set():
+                self.abandoned = True
+                return None
+            return self.pool
+
+
+class PoolExecutor:
+    """A local process pool that never makes a run slower than serial.
+
+    Each worker uses cores/workers torch threads. With one thread per worker (e.g. 2 workers on 2 cores) the
+    workers are forked from this process after it has imported semgraph, torch and TransformerLens, so they
+    start in milliseconds; a single-threaded worker never enters an OpenMP parallel region, so the fork is
+    safe even after this process has run multi-threaded torch code (as DataLoader workers rely on). With
+    more threads per worker they are forked from a server process that has imported those modules once (no
+    fork of a process whose thread pools may be running). That import takes several seconds, so such a pool
+    starts in a background thread (``start``, also called by the first ``map_unordered``) and, until its
+    workers answer, this process works through the jobs itself (``help_while_starting``). Once they answer,
+    the jobs not yet begun go to the pool and this process only collects results. ``close`` never waits
+    for a start in progress.
+    """
+
+    PRELOAD = ("semgraph.extract", "semgraph.probing", "probes", "transformer_lens.model_bridge.sources.native")
+
+    def __init__(self, workers: int, threads: int | None = None, *, help_while_starting: bool = True,
+                 start_method: str | None = None):
         self.workers = workers
         self.threads = threads or max(1, available_cores() // workers)
-        self._pool: ProcessPoolExecutor | None = None  # started on the first real use
+        self.help_while_starting = help_while_starting
+        fork_ok = "fork" in multiprocessing.get_all_start_methods()
+        self.start_method = start_method or ("fork" if fork_ok and self.threads == 1 else "forkserver")
+        self.jobs_done_here = 0           # jobs this process ran while the pool was starting
+        self.jobs_sent = 0                # jobs the worker processes ran
+        self._start: _PoolStart | None = None
+
+    def start(self) -> "PoolExecutor":
+        """Begin starting the workers in the background; returns at once (idempotent)."""
+        if self._start is None:
+            self._start = _PoolStart(self.workers, self.threads, self.PRELOAD, self.start_method)
+        return self
+
+    @property
+    def ready(self) -> bool:
+        return self._start is not None and self._start.ready.is_set()
+
+    def pool(self) -> ProcessPoolExecutor:
+        """The started pool, waiting for it if need be."""
+        self.start()
+        assert self._start is not None
+        self._start.ready.wait()
+        if self._start.error is not None:
+            raise SemgraphError(f"the worker processes did not start ({self._start.error!r})",
+                                **_WORKER_DIED) from self._start.error
+        assert self._start.pool is not None
+        return self._start.pool
 
     def map_unordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[tuple[T, R]]:
-        items = list(items)
-        if len(items) < 2:  # not worth starting processes for
-            yield from SerialExecutor().map_unordered(fn, items)
+        pending = list(items)
+        if len(pending) < 2:  # not worth starting processes for
+            yield from SerialExecutor().map_unordered(fn, pending)
             return
-        if self._pool is None:
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["semgraph.extract", "semgraph.probing", "probes",
-                                        "transformer_lens.model_bridge.sources.native"])
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_set_threads,
-                                             initargs=(self.threads,))
-        futures = {self._pool.submit(fn, item): item for item in items}
+        self.start()
+        if self.help_while_starting and not self.ready:
+            yield from self._help_until_ready(fn, pending)
+            if not pending:
+                return
+        pool = self.pool()
+        futures = {pool.submit(fn, item): item for item in pending}
+        self.jobs_sent += len(futures)
         try:
             for fut in as_completed(futures):
                 try:
                     result = fut.result()
                 except BrokenProcessPool as exc:
-                    raise SemgraphError(f"a worker process died while working on checkpoints ({exc})", **_WORKER_DIED) from exc
+                    raise SemgraphError(f"a worker process died while working on checkpoints ({exc})",
+                                        **_WORKER_DIED) from exc
                 yield futures[fut], result
         finally:
             for fut in futures:
                 fut.cancel()
 
+    def _help_until_ready(self, fn: Callable[[T], R], pending: list[T]) -> Iterator[tuple[T, R]]:
+        """Run jobs here, with the workers' thread count, until the pool is up; consumes ``pending``."""
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            while pending and not self.ready:
+                item = pending.pop(0)
+                result = fn(item)
+                self.jobs_done_here += 1
+                yield item, result
+        finally:
+            torch.set_num_threads(before)
+
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        """Stop the workers (a start still in progress stops itself once up)."""
+        start, self._start = self._start, None
+        if start is not None:
+            pool = start.abandon_or_take()
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
 
 class DaskExecutor:
@@ -158,6 +270,13 @@ class DaskExecutor:
         if self._cluster is not None:
             with contextlib.suppress(Exception):
                 self._cluster.close()
+
+
+def start_early(executor: Executor) -> Executor:
+    """Start a process pool's workers now, in the background (a no-op for other executors)."""
+    if isinstance(executor, PoolExecutor):
+        executor.start()
+    return executor
 
 
 def make_executor(workers: int | None = 1, scheduler: str | None = None) -> Executor:
