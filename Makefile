@@ -19,8 +19,7 @@ install: $(STAMP)
 # Train the reference grokking run with the recorder, analyze it into a landscape graph, export it.
 demo: $(STAMP)
 	$(BIN)/semgraph train modular-addition --out checkpoints/modadd-p53 --resume
-	# one process: for 67 small checkpoints, starting workers costs more than it saves (benchmarks/)
-	$(BIN)/semgraph analyze checkpoints/modadd-p53 --out results/modadd-p53 --workers 1
+	$(BIN)/semgraph analyze checkpoints/modadd-p53 --out results/modadd-p53
 
 # Fast tier (a few minutes). `make test-all` adds the slow tier that trains the full reference run.
 test: $(STAMP)
