@@ -77,12 +77,10 @@ class _PoolStart:
         self.ready = threading.Event()      # set when every worker has answered, or the start failed
         self.abandoned = False
         self.lock = threading.Lock()
-        self.thread: threading.Thread | None = None
         if method == "fork":    # fork from this (calling) thread: milliseconds, so no background thread
             self._run()
         else:
-            self.thread = threading.Thread(target=self._run, name="semgraph-pool-start", daemon=True)
-            self.thread.start()
+            threading.Thread(target=self._run, name="semgraph-pool-start", daemon=True).start()
 
     def _run(self) -> None:
         pool = None
@@ -119,7 +117,7 @@ class _PoolStart:
 
 
 class PoolExecutor:
-    """A local process pool that never makes a run slower than serial.
+    """A local process pool whose start costs milliseconds, or overlaps with work done here.
 
     Each worker uses cores/workers torch threads. With one thread per worker (e.g. 2 workers on 2 cores) the
     workers are forked from this process after it has imported semgraph, torch and TransformerLens, so they
@@ -147,7 +145,7 @@ class PoolExecutor:
         self._start: _PoolStart | None = None
 
     def start(self) -> "PoolExecutor":
-        """Begin starting the workers in the background; returns at once (idempotent)."""
+        """Start the workers (idempotent): forked at once, or a forkserver start in the background."""
         if self._start is None:
             self._start = _PoolStart(self.workers, self.threads, self.PRELOAD, self.start_method)
         return self
