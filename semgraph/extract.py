@@ -121,11 +121,12 @@ def capture_checkpoint(job: CaptureJob, inputs: np.ndarray, answer_position: int
         loaded = load_checkpoint(ref)
         state = loaded.state
         model = _model_for(job.model_spec)
-        _check_params(model, cfg, ref)
         notes = loaded.notes + load_weights(model, state, source=ref.label)
     except CheckpointError as exc:
         return {"status": "failed", "kind": getattr(exc, "kind", "keys"), "error": str(exc),
                 "source": ref.label, "source_id": job.source_id}
+    model_state = model.state_dict() if cfg.params else {}
+    _check_params(model_state, cfg, ref)
     whash = weights_sha256(state)
     del state
     store = ActivationStore(job.store_root, read_manifest=False)
@@ -135,8 +136,8 @@ def capture_checkpoint(job: CaptureJob, inputs: np.ndarray, answer_position: int
              "n_inputs": len(inputs), "format": ref.format,
              "notes": json.dumps(notes), "stored": json.dumps(loaded.meta, default=_json_default, sort_keys=True)}
     x = torch.as_tensor(inputs)
-    with store.writer(job.run, job.step, attrs, compression=cfg.compression) as w, torch.no_grad(), \
-            capture(model, cfg.hooks, position=cfg.position, stop_early=not cfg.logits) as acts:
+    with store.writer(job.run, job.step, attrs, compression=cfg.compression, rows=len(inputs)) as w, \
+            torch.no_grad(), capture(model, cfg.hooks, position=cfg.position, stop_early=not cfg.logits) as acts:
         for start in range(0, len(x), cfg.batch_size):
             out = forward(model, x[start:start + cfg.batch_size])
             check_fired(acts, cfg.hooks)
@@ -146,7 +147,6 @@ def capture_checkpoint(job: CaptureJob, inputs: np.ndarray, answer_position: int
             for name, t in acts.pop_batch().items():
                 w.append(f"acts/{name}", t.numpy())
         if cfg.params:
-            model_state = model.state_dict()
             for name in cfg.params:
                 w.put(f"params/{name}", model_state[name].detach().to("cpu", torch.float32).numpy())
     return {"status": "done", "source": ref.label, "source_id": job.source_id, "weights_sha256": whash,
@@ -154,9 +154,9 @@ def capture_checkpoint(job: CaptureJob, inputs: np.ndarray, answer_position: int
             "format": ref.format, "notes": notes, "stored": loaded.meta}
 
 
-def _check_params(model: torch.nn.Module, cfg: CaptureConfig, ref: CheckpointRef) -> None:
+def _check_params(model_state: dict[str, torch.Tensor], cfg: CaptureConfig, ref: CheckpointRef) -> None:
     """Weights the probes need must exist in the model (a wrong name is a config error, not a KeyError)."""
-    names = set(model.state_dict())
+    names = set(model_state)
     missing = [n for n in cfg.params if n not in names]
     if missing:
         raise ConfigError(f"the model has no weights named {missing} (it has e.g. {sorted(names)[:6]})",
@@ -199,8 +199,9 @@ def extract_run(run: Run, probe_set: ProbeSet, cfg: CaptureConfig, store: Activa
                 report.failed.append((run.name, job.step, entry["error"]))
             else:
                 captured.append(job.step)
-            store.record(run.name, job.step, entry)
+            store.record(run.name, job.step, entry, flush=False)
     finally:
+        store.flush()
         bar.close()  # before any error message, so the message is the last line
         if own:
             executor.close()
@@ -208,6 +209,7 @@ def extract_run(run: Run, probe_set: ProbeSet, cfg: CaptureConfig, store: Activa
     report.captured += [(run.name, s) for s in sorted(captured)]
     report.failed.sort(key=lambda f: (f[0], f[1]))
     _mark_duplicates(run, store, report, warn_for=set(captured))
+    store.flush()
     return report
 
 
@@ -224,7 +226,7 @@ def _mark_duplicates(run: Run, store: ActivationStore, report: ExtractReport, wa
             entry = {k: v for k, v in entry.items() if k != "identical_to_step"}
             if want is not None:
                 entry["identical_to_step"] = want
-            store.record(run.name, ref.step, entry)
+            store.record(run.name, ref.step, entry, flush=False)
         if want is not None:
             report.duplicates.append((run.name, ref.step, want))
             if ref.step in warn_for:

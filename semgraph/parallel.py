@@ -76,6 +76,7 @@ class _PoolStart:
         self.error: BaseException | None = None
         self.ready = threading.Event()      # set when every worker has answered, or the start failed
         self.abandoned = False
+        self.finished = threading.Event()   # set when _run has returned (an abandoned pool is shut down)
         self.lock = threading.Lock()
         if method == "fork":    # fork from this (calling) thread: milliseconds, so no background thread
             self._run()
@@ -83,6 +84,12 @@ class _PoolStart:
             threading.Thread(target=self._run, name="semgraph-pool-start", daemon=True).start()
 
     def _run(self) -> None:
+        try:
+            self._start_pool()
+        finally:
+            self.finished.set()
+
+    def _start_pool(self) -> None:
         pool = None
         try:
             ctx = multiprocessing.get_context(self.method)

@@ -7,13 +7,15 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import semgraph.extract as extract
 from semgraph.capture import capture, check_fired, forward, hook_count
 from semgraph.checkpoints import discover
 from semgraph.extract import CaptureConfig, extract_run, release_model
 from semgraph.models import build_model
-from semgraph.store import ActivationStore
+from semgraph.store import ActivationStore, CheckpointWriter
 from semgraph.tasks import ModularAddition, task_from_spec
 
 
@@ -158,3 +160,49 @@ def test_store_compresses_only_where_it_pays(tmp_path):
         np.testing.assert_array_equal(fh["acts/dense"][()], dense)
         np.testing.assert_array_equal(fh["acts/upcast"][()], upcast)
         assert fh["acts/upcast"].id.get_storage_size() < 0.6 * upcast.nbytes
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 20_000), width=st.integers(1, 3000))
+def test_chunks_tile_the_known_rows_under_the_chunk_cache(rows, width):
+    """Theory: with the row count known, ceil(rows / n) rows per chunk for the fewest n chunks that fit."""
+    row_bytes = 4 * width
+    fit = max(1, CheckpointWriter.CHUNK_BYTES // row_bytes)        # rows that fit one chunk
+    n_chunks = -(-rows // fit)
+    chunk = CheckpointWriter(None, rows=rows).chunk_rows(np.zeros((min(rows, 1024), width), np.float32))
+    assert chunk <= fit                                             # a chunk never outgrows the target
+    assert -(-rows // chunk) == n_chunks                            # no more chunks than needed
+    assert chunk * n_chunks - rows < n_chunks                       # padding: under one row per chunk
+
+
+def test_known_row_count_leaves_no_padded_chunk(tmp_path):
+    """2,809 rows of 512 floats (the reference probe set's MLP): stored in 11 chunks of 256 rows, not 6 of 512."""
+    acts = np.random.default_rng(0).standard_normal((2809, 512)).astype(np.float32)
+    store = ActivationStore(tmp_path)
+    with store.writer("r", 1, {"run": "r"}, rows=len(acts), compression=None) as w:
+        for start in range(0, len(acts), 1024):
+            w.append("acts/mlp", acts[start:start + 1024])
+    with h5py.File(store.path_for("r", 1)) as fh:
+        ds = fh["acts/mlp"]
+        assert ds.chunks == (256, 512)
+        np.testing.assert_array_equal(ds[()], acts)
+        assert ds.id.get_storage_size() == 11 * 256 * 512 * 4      # 2,816 rows stored for 2,809
+
+
+def test_deferred_manifest_loses_nothing_to_a_kill(tmp_path):
+    """record(flush=False) may leave the manifest behind the files; a new process adopts the finished file."""
+    store = ActivationStore(tmp_path)
+    store.record("r", 0, {"status": "done", "file": "r/step_00000000.h5", "source_id": "a"})  # written now
+    with store.writer("r", 1, {"run": "r", "step": 1, "source_id": "b"}) as w:
+        w.append("logits", np.ones((3, 2), np.float32))
+    store.MANIFEST_EVERY_S = 3600.0
+    store.record("r", 1, {"status": "done", "file": "r/step_00000001.h5", "source_id": "b"}, flush=False)
+    on_disk = json.loads(store.manifest_path.read_text())["entries"]
+    assert list(on_disk) == ["r/0"]                                 # the kill would come here
+    with store.writer("r", 0, {"run": "r", "step": 0, "source_id": "a"}) as w:
+        w.append("logits", np.ones((3, 2), np.float32))
+    again = ActivationStore(tmp_path)                               # the re-run after the kill
+    assert again.recover() == ["r/1"]
+    assert again.is_done("r", 1, "b") and again.is_done("r", 0, "a")
+    store.flush()
+    assert set(json.loads(store.manifest_path.read_text())["entries"]) == {"r/0", "r/1"}

@@ -49,9 +49,12 @@ def test_pool_that_is_still_starting_lends_this_process_and_gives_the_serial_res
 def test_close_during_a_start_returns_at_once():
     import time
     pool = PoolExecutor(2, threads=1, start_method="forkserver").start()
+    start = pool._start
     t = time.perf_counter()
     pool.close()
     assert time.perf_counter() - t < 1.0
+    assert start.finished.wait(120)         # the abandoned start then shuts its workers down itself
+    assert start.abandoned and start.pool is None
 
 
 FORK_AFTER_THREADS = """
