@@ -119,9 +119,9 @@ def estimate_dc(D: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     maximum: D_c is then the midpoint of the gap and the gap is its interval.
     """
     if len(D) == 0 or y.all() or not y.any():
-        return {"D_c": None, "D_c_interval": None,
-                "D_c_method": "not identifiable: every run grokked" if len(D) and y.all()
-                else "not identifiable: no run grokked"}
+        why = ("no run records its data fraction (run metadata 'train_fraction')" if len(D) == 0
+               else "every run grokked" if y.all() else "no run grokked")
+        return {"D_c": None, "D_c_interval": None, "D_c_method": f"not identifiable: {why}"}
     lo, hi = float(D[~y].max()), float(D[y].min())
     if lo < hi:
         return {"D_c": (lo + hi) / 2, "D_c_interval": [lo, hi], "D_c_method": "separated outcomes: gap midpoint"}
@@ -508,8 +508,8 @@ def _num(v: str) -> Any:
 def summary_lines(obs: dict[str, Any]) -> list[str]:
     """A few human-readable lines for the CLI."""
     g, f, d, a = obs["grokking_probability"], obs["t_g_fit"], obs["dwell"], obs["arrhenius"]
-    lines = ["grokking probability (test acc >= %.2f) by data fraction: " % obs["grok_threshold"] + ", ".join(
-        f"{k}: {v['grokked']}/{v['runs']}" for k, v in g["by_fraction"].items())]
+    lines = ["grokking probability (test acc >= %.2f) by data fraction: " % obs["grok_threshold"] + (", ".join(
+        f"{k}: {v['grokked']}/{v['runs']}" for k, v in g["by_fraction"].items()) or "no data fractions recorded")]
     lines.append(f"D_c = {g.get('D_c')} ({g.get('D_c_method')}; interval {g.get('D_c_interval')})")
     for name, fit in [("", f)] + [(f" (d_model {k})", v) for k, v in obs.get("t_g_fit_by_size", {}).items()]:
         if fit.get("nu") is not None:

@@ -15,7 +15,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from semgraph.landscape import build_landscape
 from semgraph.observables import (arrhenius, dwell_times, estimate_dc, first_step, fit_tg_divergence,
-                                  minimax_barriers, loss_bump, tail_exponent)
+                                  grokking_probability, loss_bump, minimax_barriers, tail_exponent)
 from semgraph.state_models import DEFAULT_METHOD, agreement_table, boundary_f1, fit_states
 from semgraph.synthetic import default_landscape, signature_keys, simulate
 
@@ -205,3 +205,10 @@ def test_tg_fit_frees_D_c_when_the_grokking_midpoint_lies_above_a_grokked_fracti
     assert 0 < fit["nu"] < nu
     free = fit_tg_divergence(D, tg, 0.62, n_boot=0)  # no floor: D_c and nu are recovered
     assert free["D_c"] == pytest.approx(Dc, abs=0.03) and free["nu"] == pytest.approx(nu, rel=0.15)
+
+
+def test_dc_says_why_it_is_missing():
+    """A foreign run without a recorded data fraction is not 'a run that did not grok'."""
+    assert "no run records its data fraction" in grokking_probability([{"grokked": True}])["D_c_method"]
+    assert estimate_dc(np.array([0.3, 0.5]), np.array([False, False]))["D_c_method"].endswith("no run grokked")
+    assert estimate_dc(np.array([0.3, 0.5]), np.array([True, True]))["D_c_method"].endswith("every run grokked")
