@@ -138,8 +138,19 @@ def estimate_dc(D: np.ndarray, y: np.ndarray) -> dict[str, Any]:
         se = float(math.sqrt(np.linalg.inv(H)[0, 0]))
     except (np.linalg.LinAlgError, ValueError):
         se = None
+    width = float(math.exp(res.x[1]))
+    grid = np.unique(D)
+    if len(grid) > 1 and width < np.diff(grid).min() / 10:
+        # quasi-separation (e.g. 0/4, 2/4, 4/4): the likelihood keeps rising as the curve steepens, so the
+        # Hessian-based interval collapses to nothing; the data place D_c only between neighbouring fractions
+        tol = 1e-9 * max(1.0, abs(dc))
+        below, above = grid[grid < dc - tol], grid[grid > dc + tol]
+        return {"D_c": dc, "D_c_interval": [float(below.max()) if len(below) else None,
+                                             float(above.min()) if len(above) else None],
+                "D_c_width": width, "D_c_method": "logistic maximum likelihood; steeper than the fractions "
+                "resolve, so the interval is the neighbouring fractions"}
     return {"D_c": dc, "D_c_interval": None if se is None else [dc - 1.96 * se, dc + 1.96 * se],
-            "D_c_width": float(math.exp(res.x[1])), "D_c_method": "logistic maximum likelihood (95% Wald)"}
+            "D_c_width": width, "D_c_method": "logistic maximum likelihood (95% Wald)"}
 
 
 def _numeric_hessian(f, x: np.ndarray, h: float = 1e-4) -> np.ndarray:
@@ -171,7 +182,8 @@ def fit_tg_divergence(D: np.ndarray, tg: np.ndarray, D_c: float | None, *, n_boo
         return {"nu": None, "reason": f"needs grokked runs at >= 2 data fractions, got {n_distinct}"}
     if D_c is None and n_distinct < 5:
         return {"nu": None, "reason": "D_c unknown (no fraction failed to grok) and < 5 fractions to fit it"}
-    consistent = D_c is not None and bool(np.all(D > D_c))
+    # D at D_c (to rounding: a logistic D_c lands on a fraction under quasi-separation) makes t_g infinite
+    consistent = D_c is not None and bool(np.all(D > D_c + 1e-6 * max(1.0, abs(D_c))))
     if n_distinct >= 5:
         free = "A,D_c,nu,t0"
     elif n_distinct >= 3:
@@ -510,7 +522,9 @@ def summary_lines(obs: dict[str, Any]) -> list[str]:
     g, f, d, a = obs["grokking_probability"], obs["t_g_fit"], obs["dwell"], obs["arrhenius"]
     lines = ["grokking probability (test acc >= %.2f) by data fraction: " % obs["grok_threshold"] + (", ".join(
         f"{k}: {v['grokked']}/{v['runs']}" for k, v in g["by_fraction"].items()) or "no data fractions recorded")]
-    lines.append(f"D_c = {g.get('D_c')} ({g.get('D_c_method')}; interval {g.get('D_c_interval')})")
+    dc, iv = g.get("D_c"), g.get("D_c_interval")
+    lines.append(f"D_c = {'none' if dc is None else f'{dc:.3g}'} ({g.get('D_c_method')}; interval "
+                 f"{None if iv is None else [None if v is None else round(v, 4) for v in iv]})")
     for name, fit in [("", f)] + [(f" (d_model {k})", v) for k, v in obs.get("t_g_fit_by_size", {}).items()]:
         if fit.get("nu") is not None:
             dc = (f", D_c = {fit['D_c']:.3g}" + (" (at the edge of its window)" if fit.get("D_c_at_bound") else "")

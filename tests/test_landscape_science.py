@@ -212,3 +212,16 @@ def test_dc_says_why_it_is_missing():
     assert "no run records its data fraction" in grokking_probability([{"grokked": True}])["D_c_method"]
     assert estimate_dc(np.array([0.3, 0.5]), np.array([False, False]))["D_c_method"].endswith("no run grokked")
     assert estimate_dc(np.array([0.3, 0.5]), np.array([True, True]))["D_c_method"].endswith("every run grokked")
+
+
+def test_dc_quasi_separated_outcomes_give_the_neighbouring_fractions():
+    """0/4, 2/4, 4/4 at 0.4/0.6/0.8 (a real default sweep): the ML curve is a step at 0.6, so the likelihood
+    says only that D_c lies between the all-fail and the all-grok fractions; a Wald interval of +-0.01 lied."""
+    D = np.repeat([0.4, 0.6, 0.8], 4)
+    y = np.array([0, 0, 0, 0, 1, 0, 1, 0, 1, 1, 1, 1], bool)
+    est = estimate_dc(D, y)
+    assert est["D_c"] == pytest.approx(0.6, abs=1e-3)
+    assert est["D_c_interval"] == [0.4, 0.8]
+    # a grokked fraction sitting at D_c has t_g = infinity in the divergence law: no nu from two fractions then
+    fit = fit_tg_divergence(np.array([0.6, 0.6, 0.8, 0.8]), np.array([900.0, 1300.0, 400.0, 300.0]), est["D_c"])
+    assert fit["nu"] is None and "D <= D_c" in fit["reason"]
