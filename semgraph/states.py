@@ -87,12 +87,19 @@ def order_by_first_visit(labels: np.ndarray, order_key: np.ndarray) -> np.ndarra
     return np.array([mapping[lab] for lab in labels])
 
 
+def _mean_of_known(values: Sequence[float]) -> float:
+    """Mean of the non-NaN values; NaN (without numpy's empty-slice warning) when no value is known."""
+    a = np.asarray(values, dtype=float)
+    known = a[~np.isnan(a)]
+    return float(known.mean()) if known.size else float("nan")
+
+
 def describe_node(members: Sequence[dict[str, Any]]) -> tuple[str, list[str]]:
     """A label from the members' probe results, and the concepts present in most members."""
     votes = Counter(c for r in members for c, on in r.get("present", {}).items() if on)
     concepts = sorted(c for c, n in votes.items() if n * 2 > len(members))
-    tr = float(np.nanmean([_f(r.get("output.train_acc")) for r in members]))
-    te = float(np.nanmean([_f(r.get("output.test_acc")) for r in members]))
+    tr = _mean_of_known([_f(r.get("output.train_acc")) for r in members])
+    te = _mean_of_known([_f(r.get("output.test_acc")) for r in members])
     freqs = sorted(int(c.split("=")[1]) for c in concepts if c.startswith("Fourier k=")) or \
         sorted(int(c.split("=")[1]) for c in concepts if c.startswith("neuron Fourier k="))  # probes/neuron_fourier
     circuit = f"Fourier circuit {{{', '.join(map(str, freqs))}}}" if freqs else ""
