@@ -57,6 +57,9 @@ def analyze(run_dir: str | Path, out: str | Path, *, strict: bool = False, progr
     probes left out (e.g. "linear", ~4 CPU s per checkpoint, for large sweeps). ``executor``
     (semgraph.parallel) replaces ``workers``/``scheduler``; the caller then closes it."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError("--out is a file, not a folder", path=out, stage="analyze",
+                          fix="pass a new or existing folder for the results")
     runs = discover(run_dir, run_spec, trust=trust, payload=payload)
     for run in runs:
         for problem in run.problems:

@@ -11,7 +11,8 @@ from semgraph.errors import SemgraphError
 
 def _one_line_warnings() -> None:
     def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
-        print(f"warning: {message}", file=sys.stderr)
+        from tqdm import tqdm
+        tqdm.write(f"warning: {message}", file=sys.stderr)  # on a line of its own, not after a progress bar
     warnings.showwarning = show
 
 
@@ -136,6 +137,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     G = read_graph(args.graph)
     from semgraph.export import FORMATS
     out = Path(args.out) if args.out else Path(args.graph).with_suffix(FORMATS[args.format])
+    if not args.out and out.exists():
+        # e.g. `export landscape.graphml --format json` inside an analysis folder would replace analyze's own
+        # landscape.json (whose structured attributes the typed formats hold as JSON text)
+        raise SemgraphError("the default output file already exists", path=out, stage="export",
+                            fix="pass --out NEW_FILE (or delete the file first)")
     write_graph(G, out, args.format)
     print(f"wrote {out} ({G.number_of_nodes()} nodes, {G.number_of_edges()} edges)")
     return 0
@@ -275,6 +281,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except SemgraphError as exc:
         print(f"semgraph: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path semgraph did not check first: still one line, naming the file
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"semgraph: error: {where}{exc.strerror or exc} (stage: {args.command}; fix: check that the path "
+              f"exists, is of the right kind (file or folder) and is writable; finished work is kept)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("semgraph: interrupted; finished work is kept, re-run the same command to resume",

@@ -151,7 +151,7 @@ def _classify(path: Path, exc: BaseException, trusted: bool = False) -> CorruptC
         fix = ("make the classes it pickles importable, or re-save it as a plain state dict" if trusted
                else "re-save it as a plain state dict (or safetensors)")
     else:
-        kind, fix = "unreadable", "re-save this checkpoint or delete it; the other steps are analysed"
+        kind, fix = "unreadable", "re-save this checkpoint or delete it (without --strict the other steps are analysed)"
     return CorruptCheckpointError(f"cannot read checkpoint ({kind}: {text})", kind=kind, path=path,
                                   stage="load checkpoint", fix=fix)
 
@@ -175,7 +175,7 @@ def safetensors_load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
             kind = "unreadable"
         raise CorruptCheckpointError(f"cannot read checkpoint ({kind}: {exc})", kind=kind, path=path,
                                      stage="load checkpoint",
-                                     fix="re-save this checkpoint or delete it; the other steps are analysed"
+                                     fix="re-save this checkpoint or delete it (without --strict the other steps are analysed)"
                                      ) from exc
 
 

@@ -189,7 +189,10 @@ def test_cli_converts_between_every_pair_of_formats(tmp_path, capsys):
                 assert_graph(H, JSON_NODES, JSON_EDGES, JSON_GRAPH, f"{a}->{b}")
             pairs += 1
     assert pairs == 20
-    # without --out the output goes beside the input with the format's own suffix
+    # without --out the output goes beside the input with the format's own suffix, never over an existing file
+    assert main(["export", str(firsts["dot"]), "--format", "cytoscape"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    (tmp_path / "first.cyjs").unlink()
     assert main(["export", str(firsts["dot"]), "--format", "cytoscape"]) == 0
     assert read_graph(tmp_path / "first.cyjs").number_of_edges() == 2
 

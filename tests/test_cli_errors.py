@@ -1,0 +1,51 @@
+"""Careless-user input found by a new-user trial: each is one line on stderr, exit 2, and no lost work."""
+from __future__ import annotations
+
+import json
+import shutil
+
+from semgraph.cli import main
+
+
+def one_line(capsys) -> str:
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if not ln.startswith("warning:")]
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return err[0]
+
+
+def test_analyze_out_that_is_a_file(tiny_run_master, tmp_path, capsys):
+    target = tmp_path / "results.txt"
+    target.write_text("keep me")
+    assert main(["analyze", str(tiny_run_master), "--out", str(target)]) == 2
+    assert str(target) in one_line(capsys) and target.read_text() == "keep me"
+    # a folder below a file: caught by the one-line fallback for paths semgraph did not check itself
+    assert main(["analyze", str(tiny_run_master), "--out", str(target / "sub")]) == 2
+    msg = one_line(capsys)
+    assert str(target) in msg and "stage: analyze" in msg
+
+
+def test_export_never_replaces_the_analysis_graph_and_observe_reads_typed_conversions(tiny_reference, tmp_path,
+                                                                                      capsys):
+    folder = tmp_path / "analysis"
+    shutil.copytree(tiny_reference, folder)
+    original = (folder / "landscape.json").read_bytes()
+    assert main(["export", str(folder / "landscape.graphml"), "--format", "json"]) == 2
+    assert "already exists" in one_line(capsys)
+    assert (folder / "landscape.json").read_bytes() == original
+    # forced on purpose: run_info and trajectories now come back as JSON text from GraphML; observe decodes it
+    assert main(["observe", str(folder)]) == 0
+    expected = json.loads((folder / "observables.json").read_text())
+    assert main(["export", str(folder / "landscape.graphml"), "--format", "json",
+                 "--out", str(folder / "landscape.json")]) == 0
+    assert main(["observe", str(folder)]) == 0
+    got = json.loads((folder / "observables.json").read_text())
+    assert got["runs"] == expected["runs"] and got["grokking_probability"] == expected["grokking_probability"]
+
+
+def test_inspect_and_observe_on_the_wrong_kind_of_path(tiny_reference, tmp_path, capsys):
+    assert main(["inspect", str(tiny_reference)]) == 2
+    assert "output folder of `semgraph analyze`" in one_line(capsys)
+    afile = tmp_path / "a.txt"
+    afile.write_text("x")
+    assert main(["observe", str(afile)]) == 2
+    assert "not an analysis folder" in one_line(capsys)
