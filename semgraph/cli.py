@@ -92,8 +92,11 @@ def _analyze_with(args: argparse.Namespace, executor) -> int:  # noqa: ANN001
               f"train acc {d.get('train_acc', float('nan')):.2f} test acc {d.get('test_acc', float('nan')):.2f} "
               f"F_test/input {d.get('F_test_mean', float('nan')):.3g}")
     for run, info in s["runs"].items():
-        print(f"  run {run}: path {' -> '.join(info['path'])}; memorised at step "
-              f"{info['t_mem (train acc >= 0.99)']}, grokked at step {info['t_grok (test acc >= 0.95)']}")
+        t_mem, t_grok = info["t_mem (train acc >= 0.99)"], info["t_grok (test acc >= 0.95)"]
+        when = (f"memorised at step {t_mem}, grokked at step {t_grok}"
+                if t_mem is None or t_grok is None or t_mem < t_grok else
+                f"train acc >= 0.99 at step {t_mem}, test acc >= 0.95 at step {t_grok} (no memorisation phase)")
+        print(f"  run {run}: path {' -> '.join(info['path'])}; {when}")
     if "observables" in s:
         from semgraph.observables import summary_lines
         print("\n".join(summary_lines(s["observables"])))
