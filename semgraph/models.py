@@ -48,11 +48,16 @@ def call_factory(target: str, kwargs: Mapping[str, Any]) -> torch.nn.Module:
     module_name, fn_name = target.split(":", 1)
     try:
         fn = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import the module of model factory {target!r}: {exc}", stage="build model",
+                          fix=f"run from the folder holding {module_name.replace('.', '/')}.py, add it to "
+                              f"PYTHONPATH, or pip install -e your package") from exc
+    try:
         for part in fn_name.split("."):
             fn = getattr(fn, part)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot import model factory {target!r}: {exc}", stage="build model",
-                          fix="make the module importable (pip install -e . or PYTHONPATH)") from exc
+    except AttributeError as exc:
+        raise ConfigError(f"module {module_name!r} has no {fn_name!r} (model factory {target!r})",
+                          stage="build model", fix=f"check the name after ':' in {target!r}") from exc
     model = fn(**dict(kwargs))
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(f"model factory {target!r} returned {type(model).__name__}, not a torch.nn.Module",
@@ -106,4 +111,9 @@ def factory_spec(factory: Any, **kwargs: Any) -> dict[str, Any]:
     if not module or not qualname or "<" in qualname:
         raise ConfigError(f"{factory!r} cannot be imported by name (a lambda or a local function)",
                           stage="record", fix="define the model factory at module level")
+    if module == "__main__":  # the running script: `semgraph analyze` (another process) cannot import it
+        raise ConfigError(f"model factory {qualname!r} is defined in the script being run (__main__), which "
+                          f"`semgraph analyze` cannot import", stage="record",
+                          fix=f"move {qualname} into a module (e.g. mymodels.py), import it from there, and run "
+                              f"analyze where that module is importable (same folder, PYTHONPATH or pip install -e)")
     return {"builder": "factory", "factory": f"{module}:{qualname}", "kwargs": dict(kwargs)}

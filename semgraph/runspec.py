@@ -26,8 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--run-spec", help="JSON file with 'model', 'task' and optional 'analysis' entries")
     g.add_argument("--model", help="model factory package.module:function returning a torch.nn.Module")
     g.add_argument("--model-kwargs", help="JSON object of keyword arguments for the model factory")
-    g.add_argument("--task", choices=["modular-addition", "induction"],
-                   help="the task the run was trained on (induction: a causal LM on bytes, vocab >= 128)")
+    g.add_argument("--task", choices=["modular-addition", "induction", "digits"],
+                   help="the task the run was trained on (induction: a causal LM on bytes, vocab >= 128; "
+                        "digits: scikit-learn's 8x8 digits)")
     g.add_argument("--p", type=int, help="modulus of the modular-addition task")
     g.add_argument("--train-fraction", type=float, help="train fraction (when the split is seeded)")
     g.add_argument("--seed", type=int, help="split seed (when the split is seeded)")
@@ -38,8 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fourier-param", help="weight whose token axis the Fourier probe reads (e.g. mlp.W_in)")
     g.add_argument("--fourier-token-axis", type=int, default=None, help="token axis of --fourier-param")
     g.add_argument("--neuron-hook", help="hook/module whose outputs are the neurons for the Fourier probe")
-    g.add_argument("--linear-hook", help="hook/module for the linear 'a+b mod p' probe (slow; off by default "
-                                         "with --hooks)")
+    g.add_argument("--linear-hook", help="hook/module for the linear probe of the task's concept (a+b mod p, "
+                                         "the digit; slow; off by default with --hooks)")
     g.add_argument("--payload", help="container entry holding the weights when several could (e.g. ema)")
     g.add_argument("--trust-checkpoints", action="store_true",
                    help="allow full unpickling of torch checkpoints (only for files you trust)")
@@ -82,13 +83,20 @@ def from_args(args: argparse.Namespace) -> dict[str, Any] | None:
         if not isinstance(spec, dict):
             raise ConfigError("run spec is not a JSON object", path=path, stage="run spec",
                               fix="write a JSON object with 'model', 'task' and optional 'analysis'")
-    if getattr(args, "model", None):
+    kwargs = None
+    if getattr(args, "model_kwargs", None):
         try:
-            kwargs = json.loads(args.model_kwargs) if args.model_kwargs else {}
+            kwargs = json.loads(args.model_kwargs)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"--model-kwargs is not JSON: {exc}", stage="run spec",
                               fix="""pass e.g. --model-kwargs '{"p": 23, "d_mlp": 512}'""") from exc
-        spec["model"] = {"builder": "factory", "factory": args.model, "kwargs": kwargs}
+    if getattr(args, "model", None):
+        spec["model"] = {"builder": "factory", "factory": args.model, "kwargs": kwargs or {}}
+    elif kwargs is not None:  # flags win over the --run-spec file, key by key
+        if spec.get("model", {}).get("builder") != "factory":
+            raise ConfigError("--model-kwargs needs --model (or a --run-spec whose model is a factory)",
+                              stage="run spec", fix="pass --model package.module:function as well")
+        spec["model"] = {**spec["model"], "kwargs": kwargs}
     task = dict(spec.get("task") or {})
     if getattr(args, "task", None):
         task["name"] = args.task
@@ -120,7 +128,7 @@ def from_args(args: argparse.Namespace) -> dict[str, Any] | None:
             per_neuron = {"param": fparam, **({"token_axis": fourier["token_axis"]} if "token_axis" in fourier else {})}
             probes.append(["neuron_fourier", per_neuron])  # one frequency per neuron (probes/neuron_fourier.py)
         if getattr(args, "linear_hook", None):
-            probes.append(["linear", {"concept": "a+b mod p", "hook": args.linear_hook}])
+            probes.append(["linear", {"concept": None, "hook": args.linear_hook}])  # None: the task's concept
         analysis["probes"] = probes
     if analysis:
         spec["analysis"] = analysis
@@ -134,6 +142,11 @@ def analysis_settings(defaults: dict[str, Any], info: dict[str, Any]) -> dict[st
         if value is not None:
             out[key] = [tuple(v) if isinstance(v, list) and key == "probes" else v for v in value] \
                 if key == "probes" else value
+    if any(name == "linear" and kw.get("concept") is None for name, kw in out.get("probes", [])):
+        concept = next((kw["concept"] for name, kw in defaults.get("probes", [])
+                        if name in ("linear", "linear_per_layer") and kw.get("concept")), "a+b mod p")
+        out["probes"] = [(name, {**kw, "concept": concept} if name == "linear" and kw.get("concept") is None
+                          else kw) for name, kw in out["probes"]]
     missing_params = [p for name, kw in out.get("probes", []) if name in ("fourier", "neuron_fourier")
                       for p in [kw.get("embedding_param" if name == "fourier" else "param", "embed.weight")]
                       if p not in out.get("params", [])]

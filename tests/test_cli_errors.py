@@ -49,3 +49,52 @@ def test_inspect_and_observe_on_the_wrong_kind_of_path(tiny_reference, tmp_path,
     afile.write_text("x")
     assert main(["observe", str(afile)]) == 2
     assert "not an analysis folder" in one_line(capsys)
+
+
+def test_factories_that_analyze_could_not_import_are_refused_with_the_reason():
+    import pytest
+    import torch
+
+    from semgraph.errors import ConfigError
+    from semgraph.models import call_factory, factory_spec
+
+    def make_mlp(hidden: int = 4) -> torch.nn.Module:
+        return torch.nn.Linear(2, hidden)
+    make_mlp.__module__, make_mlp.__qualname__ = "__main__", "make_mlp"   # as defined in a training script
+    with pytest.raises(ConfigError, match="script being run"):
+        factory_spec(make_mlp)
+    with pytest.raises(ConfigError, match="has no 'nope'"):
+        call_factory("json:nope", {})                                    # the module imports; the name is wrong
+    with pytest.raises(ConfigError, match="cannot import the module"):
+        call_factory("no_such_module_for_semgraph:make", {})
+
+
+def test_model_kwargs_flag_is_parsed_and_applied_or_refused(tmp_path):
+    import pytest
+
+    from semgraph.cli import build_parser
+    from semgraph.errors import ConfigError
+    from semgraph.runspec import from_args
+
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps({"model": {"builder": "factory", "factory": "m:f", "kwargs": {"h": 1}},
+                                     "task": {"name": "digits"}}))
+
+    def spec(*flags):
+        return from_args(build_parser().parse_args(["analyze", str(tmp_path), "--out", str(tmp_path / "o"), *flags]))
+    assert spec("--run-spec", str(spec_file), "--model-kwargs", '{"h": 2}')["model"]["kwargs"] == {"h": 2}
+    with pytest.raises(ConfigError, match="not JSON"):
+        spec("--run-spec", str(spec_file), "--model-kwargs", "{h: 2}")
+    with pytest.raises(ConfigError, match="needs --model"):
+        spec("--model-kwargs", '{"h": 2}')
+
+
+def test_linear_hook_probes_the_task_concept():
+    from semgraph.runspec import analysis_settings
+    from semgraph.tasks import Digits, ModularAddition
+
+    info = {"analysis": {"hooks": ["1"], "probes": [["output", {}], ["linear", {"concept": None, "hook": "1"}]]}}
+    digits = dict(analysis_settings(Digits().analysis_defaults(), info)["probes"])
+    assert digits["linear"] == {"concept": "digit", "hook": "1"}
+    modadd = dict(analysis_settings(ModularAddition(p=7).analysis_defaults(), info)["probes"])
+    assert modadd["linear"]["concept"] == "a+b mod p"
