@@ -10,7 +10,7 @@
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import torch
 
@@ -48,6 +48,22 @@ def _strip(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Te
         return None
     out = {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
     return out if len(out) == len(state) else None  # stripping must not merge two keys
+
+
+def common_wrapper_prefixes(names: Iterable[str]) -> tuple[dict[str, str], list[str]]:
+    """Strip wrapper prefixes that every name carries (repeatedly): {original: stripped}, prefixes removed.
+
+    Without a model to match against (``semgraph inspect``) this is the safe reading: a prefix on every key
+    is a wrapper, as ``load_weights`` will find when it fits the file to the model."""
+    mapping = {n: n for n in names}
+    chain: list[str] = []
+    while mapping:
+        prefix = next((p for p in WRAPPER_PREFIXES if all(v.startswith(p) for v in mapping.values())), None)
+        stripped = {k: v[len(prefix):] for k, v in mapping.items()} if prefix else None
+        if not prefix or len(set(stripped.values())) != len(mapping) or "" in stripped.values():
+            break
+        mapping, chain = stripped, chain + [prefix]
+    return mapping, chain
 
 
 def align_prefixes(state: Mapping[str, torch.Tensor], expected: set[str], ties: list[list[str]]

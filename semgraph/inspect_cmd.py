@@ -15,6 +15,7 @@ from typing import Any
 from semgraph import formats
 from semgraph.checkpoints import CheckpointRef, Run, discover
 from semgraph.errors import CorruptCheckpointError
+from semgraph.faithful import common_wrapper_prefixes
 
 
 _ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
@@ -58,12 +59,17 @@ def inspect_run(run: Run, *, hash_files: bool = False) -> dict[str, Any]:
     failed: list[dict[str, Any]] = []
     hashes: dict[str, list[int]] = {}
     metrics: dict[int, dict[str, float]] = {}
+    stripped_prefixes: dict[str, list[int]] = {}
     for ref in run.checkpoints:
         try:
             shapes, dtypes, meta = tensor_shapes(ref)
         except CorruptCheckpointError as exc:
             failed.append({"step": ref.step, "file": ref.label, "kind": exc.kind, "error": str(exc)})
             continue
+        renamed, prefixes = common_wrapper_prefixes(shapes)   # `module.` etc.: the same model for analyze
+        shapes = {renamed[k]: v for k, v in shapes.items()}
+        if prefixes:
+            stripped_prefixes.setdefault("".join(prefixes), []).append(ref.step)
         sig = formats.shape_signature(shapes)
         entry = sigs.setdefault(sig, {"signature": sig, "tensors": len(shapes),
                                       "parameters": int(sum(_numel(s) for s in shapes.values())),
@@ -84,9 +90,12 @@ def inspect_run(run: Run, *, hash_files: bool = False) -> dict[str, Any]:
         for other in signatures[1:]:
             diff = [k for k in sorted(set(main["shapes"]) | set(other["shapes"]))
                     if main["shapes"].get(k) != other["shapes"].get(k)]
-            detail = ", ".join(f"{k}: {main['shapes'].get(k)} -> {other['shapes'].get(k)}" for k in diff[:3])
-            problems.append(f"steps {_ranges(other['steps'])} have a different model signature than steps "
-                            f"{_ranges(main['steps'])} ({detail}); they cannot be analysed with one model")
+            detail = ", ".join(f"{k}: {main['shapes'].get(k) or 'absent'} -> {other['shapes'].get(k) or 'absent'}"
+                               for k in diff[:3])
+            which = f"step {other['steps'][0]} has" if len(other["steps"]) == 1 else \
+                f"steps {_ranges(other['steps'])} have"
+            problems.append(f"{which} a different model signature than steps {_ranges(main['steps'])} "
+                            f"({detail}); they cannot be analysed with one model")
     for f in failed:
         problems.append(f"step {f['step']}: {f['error']}")
     identical = [steps for steps in hashes.values() if len(steps) > 1]
@@ -95,7 +104,7 @@ def inspect_run(run: Run, *, hash_files: bool = False) -> dict[str, Any]:
     out = {"run": run.name, "path": str(run.path), "checkpoints": len(run.checkpoints), "steps": run.steps,
            "formats": run.formats, "signatures": [{k: v for k, v in s.items() if k != "shapes"} | {
                "example_shapes": dict(list(s["shapes"].items())[:6])} for s in signatures],
-           "failed": failed, "identical": identical, "problems": problems, "ignored": list(run.ignored),
+           "failed": failed, "identical": identical, "wrapper_prefixes": stripped_prefixes, "problems": problems, "ignored": list(run.ignored),
            "semgraph_run": run.info.get("format") != "foreign",
            "has_model_spec": bool(run.info.get("model")), "has_task": bool(run.info.get("task"))}
     spec = run.info.get("model") or {}
@@ -134,6 +143,8 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(f"  model signature {s['signature']}: {s['tensors']} tensors, {s['parameters']:,} "
                          f"values, {'/'.join(s['dtypes'])}, steps {_ranges(s['steps'])}")
             lines.append("    " + ", ".join(f"{k} {tuple(v)}" for k, v in s["example_shapes"].items()))
+        for prefix, steps in (r.get("wrapper_prefixes") or {}).items():
+            lines.append(f"  wrapper prefix {prefix!r} on every key at steps {_ranges(steps)} (stripped when loaded)")
         if r.get("stored_metrics"):
             steps = sorted(r["stored_metrics"], key=int)
             first, last = r["stored_metrics"][steps[0]], r["stored_metrics"][steps[-1]]

@@ -98,3 +98,30 @@ def test_linear_hook_probes_the_task_concept():
     assert digits["linear"] == {"concept": "digit", "hook": "1"}
     modadd = dict(analysis_settings(ModularAddition(p=7).analysis_defaults(), info)["probes"])
     assert modadd["linear"]["concept"] == "a+b mod p"
+
+
+def test_inspect_reads_wrapper_prefixed_state_dicts_as_the_same_model(tmp_path, capsys):
+    """Theory: `module.` on every key is a DataParallel wrapper; analyze strips it, so inspect must not call it
+    another model. A key that is really missing still is one."""
+    import torch
+
+    from semgraph.faithful import common_wrapper_prefixes
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    for step in (2, 10, 20):
+        state = net.state_dict()
+        if step == 10:
+            state = {f"module.{k}": v for k, v in state.items()}
+        if step == 20:
+            state = {k: v for k, v in state.items() if k != "2.bias"}
+        torch.save(state, folder / f"step{step}.pt")
+    assert main(["inspect", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "wrapper prefix 'module.' on every key at steps 10" in out
+    problems = [ln for ln in out.splitlines() if "problem:" in ln]
+    assert len(problems) == 1 and "step 20 has a different model signature" in problems[0]
+    assert "2.bias: [3] -> absent" in problems[0]
+    assert common_wrapper_prefixes(["module.model.a", "module.model.b"])[1] == ["module.", "model."]
+    assert common_wrapper_prefixes(["module.a", "b"])[1] == []          # not on every key: not a wrapper
