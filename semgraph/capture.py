@@ -26,7 +26,8 @@ def resolve_module(model: torch.nn.Module, name: str) -> torch.nn.Module:
         known = sorted(hook_dict)[:8] if isinstance(hook_dict, dict) else \
             [n for n, _ in model.named_modules() if n][:8]
         raise ConfigError(f"no hook point or module named {name!r}", stage="capture",
-                          fix=f"use one of the model's names, e.g. {known}") from exc
+                          fix=f"use one of the model's names, e.g. {known} (analyze: --hooks; a task's default "
+                              f"hooks assume its reference model's names)") from exc
 
 
 def output_tensor(output: Any) -> torch.Tensor:
