@@ -147,7 +147,8 @@ def discover(root: str | Path, spec: Mapping[str, Any] | None = None, *, trust: 
     if not runs and (root / "landscape.json").exists() and (root / "checkpoints.csv").exists():
         raise CheckpointError("this is the output folder of `semgraph analyze`, not a checkpoint folder",
                               path=root, stage="discover",
-                              fix="pass the folder of checkpoints it was made from (its store/manifest.json lists their files)")
+                              fix="pass the folder of checkpoints it was made from (its "
+                                  "store/manifest.json lists their files)")
     if not runs:
         raise CheckpointError(f"no checkpoints found (no {RUN_FILE}, no checkpoint files or checkpoint-N/ "
                               f"folders here or in sub-folders)", path=root, stage="discover",

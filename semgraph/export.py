@@ -127,6 +127,18 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def decode_json_text(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Undo rule 3 for one attribute dict, in place: JSON text of a list or dict (as GraphML, GEXF and DOT
+    hold them) back to the list or dict. Returns ``attrs``."""
+    for key, value in attrs.items():
+        if isinstance(value, str) and value[:1] in "[{":
+            try:
+                attrs[key] = json.loads(value)
+            except ValueError:
+                pass
+    return attrs
+
+
 def sanitise_json(G: nx.DiGraph) -> nx.DiGraph:
     """A copy of ``G`` as the JSON formats keep it (:func:`json_safe` on every value)."""
     H = G.copy()

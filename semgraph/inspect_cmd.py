@@ -104,7 +104,8 @@ def inspect_run(run: Run, *, hash_files: bool = False) -> dict[str, Any]:
     out = {"run": run.name, "path": str(run.path), "checkpoints": len(run.checkpoints), "steps": run.steps,
            "formats": run.formats, "signatures": [{k: v for k, v in s.items() if k != "shapes"} | {
                "example_shapes": dict(list(s["shapes"].items())[:6])} for s in signatures],
-           "failed": failed, "identical": identical, "wrapper_prefixes": stripped_prefixes, "problems": problems, "ignored": list(run.ignored),
+           "failed": failed, "identical": identical, "wrapper_prefixes": stripped_prefixes,
+           "problems": problems, "ignored": list(run.ignored),
            "semgraph_run": run.info.get("format") != "foreign",
            "has_model_spec": bool(run.info.get("model")), "has_task": bool(run.info.get("task"))}
     spec = run.info.get("model") or {}

@@ -19,7 +19,6 @@ import contextlib
 import csv
 import heapq
 import io
-import json
 import math
 import warnings
 from collections import defaultdict
@@ -488,7 +487,7 @@ def write_observables(obs: dict[str, Any], out: str | Path) -> dict[str, Path]:
 
 def observe(out: str | Path, F_key: str = F_KEY) -> tuple[dict[str, Any], dict[str, Path]]:
     """Recompute the observables of an analysis folder (landscape.json + checkpoints.csv) and rewrite them."""
-    from semgraph.export import read_graph, write_graph
+    from semgraph.export import decode_json_text, read_graph, write_graph
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -500,7 +499,7 @@ def observe(out: str | Path, F_key: str = F_KEY) -> tuple[dict[str, Any], dict[s
             raise SemgraphError("analysis file missing", path=f, stage="observe",
                                 fix="run `semgraph analyze RUN_DIR --out OUT` first")
     G = read_graph(graph_file)
-    _decode_json_text(G.graph)
+    decode_json_text(G.graph)
     with open(table, encoding="utf-8") as fh:
         rows = [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(fh)]
     obs = observe_graph(G, rows, F_key)
@@ -508,16 +507,6 @@ def observe(out: str | Path, F_key: str = F_KEY) -> tuple[dict[str, Any], dict[s
     for fmt, suffix in (("graphml", ".graphml"), ("gexf", ".gexf"), ("json", ".json")):
         files[fmt] = write_graph(G, out / f"landscape{suffix}", fmt)
     return obs, files
-
-
-def _decode_json_text(attrs: dict[str, Any]) -> None:
-    """Graph attributes that a typed format (GraphML, GEXF, DOT) kept as JSON text, back to lists/dicts."""
-    for key, value in attrs.items():
-        if isinstance(value, str) and value[:1] in "[{":
-            try:
-                attrs[key] = json.loads(value)
-            except ValueError:
-                pass
 
 
 def _num(v: str) -> Any:

@@ -41,7 +41,7 @@ class AnalysisOutputs:
 
 def load_outputs(out: str | Path) -> AnalysisOutputs:
     """The graph (required), checkpoint rows, summary, trajectories and any observables tables."""
-    from semgraph.export import read_graph
+    from semgraph.export import decode_json_text, read_graph
 
     out = Path(out)
     if not out.is_dir():
@@ -52,11 +52,10 @@ def load_outputs(out: str | Path) -> AnalysisOutputs:
         raise SemgraphError("no landscape graph in the analysis folder", path=out, stage="report",
                             fix=f"run `semgraph analyze RUN --out {out}` first (it writes landscape.json)")
     res = AnalysisOutputs(out=out, graph=read_graph(graph_file))
+    decode_json_text(res.graph.graph)  # typed formats hold run_info, trajectories... as JSON text
     res.summary = _json(out / "summary.json", res.problems, {})
     res.trajectories = _json(out / "trajectories.json", res.problems, None) or \
         res.graph.graph.get("trajectories") or {}
-    if isinstance(res.trajectories, str):  # typed formats hold it as JSON text
-        res.trajectories = json.loads(res.trajectories)
     if (out / "checkpoints.csv").exists():
         try:
             res.rows = read_rows(out / "checkpoints.csv")
