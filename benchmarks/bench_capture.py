@@ -201,9 +201,12 @@ def best_interleaved(modes: tuple[str, ...], run_dir: Path, n: int, work: Path, 
 def fresh_page_write_gbps(folder: Path, mib: int = 256) -> tuple[float, float]:
     """GB/s writing a new file in ``folder`` (page-cache pages the kernel must allocate) and rewriting it.
 
-    The store writes every checkpoint into new pages; where the kernel hands out new pages slowly (a VM
-    whose host reclaims freed guest memory: 0.4 GB/s measured on the development VM, against ~10 GB/s for a
-    rewrite of pages already held), that cost, not semgraph's code, is most of capture's overhead.
+    The store writes every checkpoint into new page-cache pages. On the development VM (Firecracker) such
+    pages come at 0.3-0.4 GB/s against ~10 GB/s for a rewrite of pages already held: the host backs a guest
+    page only when it is first touched, and the guest reports freed memory back to the host within seconds
+    (free page reporting: a new file written right after another was deleted runs at ~4 GB/s, three seconds
+    later at 0.4 GB/s again), so the cost cannot be paid once in advance. On such a machine it is most of
+    what the store adds to the bare loop; on bare metal new pages cost what zeroing memory costs.
     """
     import numpy as np
 
@@ -249,9 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = make_run(work / "modadd-p53-every-step", max(200, n_time))
     print(f"checkpoints ready in {time.perf_counter() - t:.0f}s: {run_dir}", flush=True)
     kw = dict(batch_size=args.batch_size)
+    fig: dict = {"n_time": n_time, "repeats": repeats, "cores": os.cpu_count()}
     load0 = os.getloadavg()[0]
 
-    fig: dict = {"n_time": n_time, "repeats": repeats, "cores": os.cpu_count()}
     fig.update(best_interleaved(("bare", "semgraph"), run_dir, n_time, work, repeats, **kw))
     fig["naive"] = best("naive", run_dir, max(2, n_time // 4) if args.quick else n_time, work, repeats, **kw)
     for mode in ("bare", "semgraph", "naive"):

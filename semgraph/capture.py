@@ -8,7 +8,7 @@ to float32 before it is kept, so nothing holds the autograd graph or the model.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -72,7 +72,8 @@ class Captured(dict):
 
 @contextlib.contextmanager
 def capture(model: torch.nn.Module, names: Sequence[str], *, position: int | None = -1,
-            dtype: torch.dtype = torch.float32, stop_early: bool = False) -> Iterator[Captured]:
+            dtype: torch.dtype = torch.float32, stop_early: bool = False,
+            sink: Callable[[str, torch.Tensor], None] | None = None) -> Iterator[Captured]:
     """Record the outputs of ``names`` during forward passes inside the block.
 
     With ``stop_early=True`` the hook that completes the set of requested names raises ``StopForward``, so
@@ -82,6 +83,10 @@ def capture(model: torch.nn.Module, names: Sequence[str], *, position: int | Non
     A module that fires more than once per forward pass (shared weights, a reused activation) is refused
     with an error instead of being silently overwritten; use ``check_fired`` after a forward pass to turn
     a hook that never fired (e.g. on a torch.compile'd module) into an error.
+
+    ``sink(name, tensor)``, when given, receives each detached, position-cut output instead of the buffer
+    keeping a float32 copy (``semgraph.store.BlockBuffer`` copies it into memory reused across checkpoints);
+    the tensor is a view of the module's output, so the sink must copy what it keeps before returning.
     """
     store = Captured()
     handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -94,7 +99,10 @@ def capture(model: torch.nn.Module, names: Sequence[str], *, position: int | Non
                                     stage="capture",
                                     fix="hook a module that runs once per forward (not a shared one)")
             t = select_position(output_tensor(output).detach(), position)
-            store[name].append(t.to("cpu", dtype=dtype, copy=True))
+            if sink is not None:
+                sink(name, t)
+            else:
+                store[name].append(t.to("cpu", dtype=dtype, copy=True))
             if stop_early and all(store.calls.get(n, 0) for n in store):
                 raise StopForward
         return hook

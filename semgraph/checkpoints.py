@@ -379,9 +379,6 @@ def read_state_dict(ref: CheckpointRef) -> dict[str, torch.Tensor]:
     return load_checkpoint(ref).state
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def file_sha256(path: str | Path) -> str:
+    with open(path, "rb") as fh:  # file_digest reads into one reused buffer (no fresh memory per chunk)
+        return hashlib.file_digest(fh, "sha256").hexdigest()

@@ -206,3 +206,48 @@ def test_deferred_manifest_loses_nothing_to_a_kill(tmp_path):
     assert again.is_done("r", 1, "b") and again.is_done("r", 0, "a")
     store.flush()
     assert set(json.loads(store.manifest_path.read_text())["entries"]) == {"r/0", "r/1"}
+
+
+@settings(max_examples=40, deadline=None)
+@given(batches=st.lists(st.integers(1, 40), min_size=1, max_size=8), block_rows=st.integers(1, 50),
+       width=st.integers(1, 9), dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16, torch.float64]))
+def test_block_buffer_stores_exactly_the_batches_in_order(batches, block_rows, width, dtype):
+    """Whatever the block size and batch sizes: the file holds the batches' float32 values, concatenated, and
+    two checkpoints written through the same reused blocks do not leak into each other."""
+    import tempfile
+
+    rows, pool = sum(batches), {}
+    gen = torch.Generator().manual_seed(rows * 31 + width)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = ActivationStore(tmp)
+        for step in (0, 1):
+            parts = [torch.randn(b, 3, width, generator=gen).to(dtype)[:, 1] for b in batches]  # strided views
+            with store.writer("r", step, {"run": "r"}, rows=rows) as w:
+                buf = extract.BlockBuffer(w, rows, pool)
+                buf.BLOCK_BYTES = block_rows * width * 4
+                for t in parts:
+                    buf.add("acts/x", t)
+                buf.close()
+            with store.open("r", step) as fh:
+                np.testing.assert_array_equal(fh["acts/x"][()],
+                                              np.concatenate([t.to(torch.float32).numpy() for t in parts]))
+        for block in pool.values():  # bounded: one block, or one batch when a batch is larger
+            assert block.nbytes <= max(block_rows, max(batches)) * width * 4
+
+
+def test_capture_sink_sees_each_output_once_and_keeps_nothing():
+    task = ModularAddition(p=7)
+    m = build_model(task.model_spec(d_model=16, n_heads=2, d_mlp=32)).eval()
+    x = torch.as_tensor(task.probe_set().inputs)
+    names = ["blocks.0.hook_resid_post", "blocks.0.mlp.hook_post"]
+    _, cache = m.run_with_cache(x, names_filter=lambda n: n in names)
+    seen: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    baseline = hook_count(m)
+    with torch.no_grad(), capture(m, names, position=-1, sink=lambda n, t: seen[n].append(t.clone())) as acts:
+        for start in range(0, len(x), 20):
+            m(x[start:start + 20])
+            check_fired(acts, names)
+        assert acts.pop_batch() == {}
+    assert hook_count(m) == baseline
+    for n in names:
+        torch.testing.assert_close(torch.cat(seen[n]), cache[n][:, -1])
