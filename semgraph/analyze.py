@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from probes.base import Probe
 from semgraph.checkpoints import Run, discover
 from semgraph.errors import ConfigError, SemgraphError
 from semgraph.extract import CaptureConfig, ExtractReport, extract_run
-from semgraph.io import atomic_write_json
+from semgraph.io import atomic_write_json, exclusive_folder
 from semgraph.landscape import build_landscape, node_path
 from semgraph.parallel import Executor, make_executor
 from semgraph.probing import run_probes
@@ -61,53 +62,67 @@ def analyze(run_dir: str | Path, out: str | Path, *, strict: bool = False, progr
         raise ConfigError("--out is a file, not a folder", path=out, stage="analyze",
                           fix="pass a new or existing folder for the results")
     runs = discover(run_dir, run_spec, trust=trust, payload=payload)
-    for run in runs:
-        for problem in run.problems:
-            warnings.warn(problem, stacklevel=2)
-    store = ActivationStore(out / "store")
-    clean_stale_temps(out)
-    report = ExtractReport()
-    rows: list[dict[str, Any]] = []
-    sig_keys: list[str] | None = list(signature) if signature else None
-    own_executor = executor is None
-    executor = executor or make_executor(workers, scheduler)
+    _check_writable(out)
+    with exclusive_folder(out, stage="analyze"):  # one orchestrator per --out: one manifest writer
+        for run in runs:
+            for problem in run.problems:
+                warnings.warn(problem, stacklevel=2)
+        store = ActivationStore(out / "store")
+        clean_stale_temps(out)
+        report = ExtractReport()
+        rows: list[dict[str, Any]] = []
+        sig_keys: list[str] | None = list(signature) if signature else None
+        own_executor = executor is None
+        executor = executor or make_executor(workers, scheduler)
+        try:
+            for run in runs:
+                task, defaults = _task_for(run)
+                from semgraph.hf_bridge import preflight
+                # a config.json that fits no checkpoint: one line, no work done
+                preflight(run, task.probe_set().inputs)
+                cfg = CaptureConfig(hooks=defaults["hooks"], params=defaults["params"], batch_size=batch_size,
+                                    position=defaults.get("position", -1))
+                extract_run(run, task.probe_set(), cfg, store, strict=strict, report=report, progress=progress,
+                            executor=executor)
+            for run in runs:
+                task, defaults = _task_for(run)
+                done = [c.step for c in run.checkpoints if store.is_done(run.name, c.step, _sid(store, run, c.step))]
+                run_probes_list = list(probes) if probes is not None else \
+                    [probe_library.make_probe(name, **params) for name, params in defaults["probes"]
+                     if name not in skip_probes]
+                rows += run_probes(run.name, done, task.probe_set(), task.spec(), store, run_probes_list,
+                                   out / "probe_results", progress=progress, executor=executor)
+                sig_keys = sig_keys or defaults["signature"]
+        finally:
+            if own_executor:
+                executor.close()
+        if not rows:
+            raise SemgraphError("no checkpoint could be analysed (all failed to load)", path=run_dir,
+                                stage="analyze", fix="see the warnings above for each file and its fix")
+        from semgraph.state_models import DEFAULT_METHOD
+        method = states or DEFAULT_METHOD
+        G = _states_and_graph(rows, sig_keys, max_states, runs, method)
+        agreement = _compare_states(G, rows, sig_keys, max_states, method, compare_states)
+        from semgraph.observables import observe_graph, write_observables
+        obs = observe_graph(G, rows)
+        result = AnalysisResult(out=out, graph=G, rows=rows, extract=report)
+        _write_outputs(result, runs)
+        result.files.update(write_observables(obs, out))
+        result.files["states_agreement"] = out / "states_agreement.json"
+        atomic_write_json(result.files["states_agreement"], agreement)
+        result.summary["observables"] = obs
+        return result
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse an --out folder that cannot be made or written (read-only mount, a file on its path) before any
+    work, naming the folder rather than a file deep inside it."""
     try:
-        for run in runs:
-            task, defaults = _task_for(run)
-            from semgraph.hf_bridge import preflight
-            preflight(run, task.probe_set().inputs)  # a config.json that fits no checkpoint: one line, no work done
-            cfg = CaptureConfig(hooks=defaults["hooks"], params=defaults["params"], batch_size=batch_size,
-                                position=defaults.get("position", -1))
-            extract_run(run, task.probe_set(), cfg, store, strict=strict, report=report, progress=progress,
-                        executor=executor)
-        for run in runs:
-            task, defaults = _task_for(run)
-            done = [c.step for c in run.checkpoints if store.is_done(run.name, c.step, _sid(store, run, c.step))]
-            run_probes_list = list(probes) if probes is not None else \
-                [probe_library.make_probe(name, **params) for name, params in defaults["probes"]
-                 if name not in skip_probes]
-            rows += run_probes(run.name, done, task.probe_set(), task.spec(), store, run_probes_list,
-                               out / "probe_results", progress=progress, executor=executor)
-            sig_keys = sig_keys or defaults["signature"]
-    finally:
-        if own_executor:
-            executor.close()
-    if not rows:
-        raise SemgraphError("no checkpoint could be analysed (all failed to load)", path=run_dir,
-                            stage="analyze", fix="see the warnings above for each file and its fix")
-    from semgraph.state_models import DEFAULT_METHOD
-    method = states or DEFAULT_METHOD
-    G = _states_and_graph(rows, sig_keys, max_states, runs, method)
-    agreement = _compare_states(G, rows, sig_keys, max_states, method, compare_states)
-    from semgraph.observables import observe_graph, write_observables
-    obs = observe_graph(G, rows)
-    result = AnalysisResult(out=out, graph=G, rows=rows, extract=report)
-    _write_outputs(result, runs)
-    result.files.update(write_observables(obs, out))
-    result.files["states_agreement"] = out / "states_agreement.json"
-    atomic_write_json(result.files["states_agreement"], agreement)
-    result.summary["observables"] = obs
-    return result
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as exc:
+        raise ConfigError(f"--out cannot be written ({exc.strerror or exc})", path=out, stage="analyze",
+                          fix="pass a folder you can write to; results already in it are kept") from exc
 
 
 def _sid(store: ActivationStore, run: Run, step: int) -> str:

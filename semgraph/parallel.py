@@ -14,11 +14,13 @@ import contextlib
 import multiprocessing
 import os
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
 from semgraph.errors import ConfigError, SemgraphError
+from semgraph.io import pid_exists
 
 _WORKER_DIED = dict(stage="parallel", fix="re-run the same command: finished checkpoints are kept; if memory ran "
                     "out, use fewer --workers")
@@ -47,6 +49,27 @@ def _set_threads(threads: int | None) -> None:
     if threads:
         import torch
         torch.set_num_threads(threads)
+
+
+def _init_worker(threads: int | None, parent_pid: int) -> None:
+    """Pool worker start: torch threads, and a watch that ends this worker once its parent is gone."""
+    _set_threads(threads)
+    threading.Thread(target=_exit_when_orphaned, args=(parent_pid, os.getppid()), name="semgraph-parent-watch",
+                     daemon=True).start()
+
+
+def _exit_when_orphaned(parent_pid: int, first_ppid: int, every_s: float = 0.5) -> None:
+    """Exit (mid-job too) when the orchestrating process dies, e.g. SIGKILLed by a job scheduler.
+
+    A pool worker otherwise outlives it, blocked on the pipe of jobs and holding its memory. Either sign
+    counts: this process was re-parented (its parent, the orchestrator or the forkserver that exits with it,
+    died), or the orchestrator's pid is gone. A file being written is left under its temporary name, which
+    the next run deletes.
+    """
+    while True:
+        time.sleep(every_s)
+        if os.getppid() != first_ppid or not pid_exists(parent_pid):
+            os._exit(1)
 
 
 def _call_with_threads(fn: Callable[[T], R], item: T, threads: int | None) -> R:
@@ -99,8 +122,8 @@ class _PoolStart:
                     importlib.import_module(name)
             else:
                 ctx.set_forkserver_preload(self.preload)
-            pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_set_threads,
-                                       initargs=(self.threads,))
+            pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
+                                       initargs=(self.threads, os.getpid()))
             # one no-op per worker: each returns once its process exists and has run the initializer
             for fut in [pool.submit(os.getpid) for _ in range(self.workers)]:
                 fut.result()
@@ -242,11 +265,12 @@ class DaskExecutor:
             self.client = Client(self._cluster)
         else:
             try:
+                _check_address(scheduler)  # before Client, whose event loop a malformed address can leave broken
                 self.client = Client(scheduler, timeout=timeout)
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, ValueError) as exc:  # ValueError: not an address (no port, ...)
                 raise ConfigError(f"cannot reach the dask scheduler {scheduler!r}: {exc}", stage="parallel",
                                   fix="start it (dask scheduler, or a dask-jobqueue cluster) and pass its "
-                                      "address, or use --scheduler local") from exc
+                                      "address as tcp://HOST:PORT, or use --scheduler local") from exc
         self.workers = max(1, len(self.client.scheduler_info().get("workers", {}))) if workers is None \
             else workers
 
@@ -275,6 +299,15 @@ class DaskExecutor:
         if self._cluster is not None:
             with contextlib.suppress(Exception):
                 self._cluster.close()
+
+
+def _check_address(address: str) -> None:
+    """ValueError for a tcp/tls scheduler address without host or port (``bogus``, ``localhost``, ``tcp://``)."""
+    from distributed.comm import get_address_host_port
+    from distributed.comm.addressing import parse_address
+
+    if parse_address(address, strict=False)[0] in ("tcp", "tls"):
+        get_address_host_port(address)
 
 
 def start_early(executor: Executor) -> Executor:

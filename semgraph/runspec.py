@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from semgraph.errors import ConfigError
+from semgraph.errors import CheckpointError, ConfigError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,7 +54,12 @@ def read_pairs(path: str | Path) -> list[list[int]]:
     if not path.exists():
         raise ConfigError("pairs file does not exist", path=path, stage="run spec",
                           fix="pass the train/test split file the run was trained with")
-    obj = json.loads(path.read_text(encoding="utf-8")) if path.suffix == ".json" else torch_load(path)
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8")) if path.suffix == ".json" else torch_load(path)
+    except (CheckpointError, UnicodeDecodeError, json.JSONDecodeError) as exc:  # the file's reason, the pairs' fix
+        reason = exc.message if isinstance(exc, CheckpointError) else str(exc)
+        raise ConfigError(f"cannot read the pairs file ({reason})", path=path, stage="run spec",
+                          fix="pass an intact copy of the train/test split file the run was trained with") from exc
     try:
         import numpy as np
         arr = np.asarray([[int(v) for v in pair] for pair in (obj.tolist() if hasattr(obj, "tolist") else obj)])

@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from semgraph.errors import StoreError
-from semgraph.io import atomic_write_json
+from semgraph.io import atomic_write_json, pid_exists
 
 STORE_FORMAT = "semgraph-store/1"
 MANIFEST = "manifest.json"
@@ -36,15 +36,8 @@ def _host() -> str:
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # our own leftovers from an earlier call (we are not writing it now)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Whether the writer with this pid may still be writing (our own pid: leftovers of an earlier call)."""
+    return pid != os.getpid() and pid_exists(pid)
 
 
 def clean_stale_temps(folder: str | Path) -> list[Path]:
@@ -73,6 +66,18 @@ def clean_stale_temps(folder: str | Path) -> list[Path]:
                 path.unlink()
                 removed.append(path)
     return removed
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why HDF5 cannot open ``path`` (truncated, overwritten, not HDF5), or None. semgraph never leaves such
+    a file (temp name + rename), but a copy cut short or a full disk elsewhere can; opening costs ~0.1 ms."""
+    try:
+        with h5py.File(path, "r"):
+            return None
+    except BlockingIOError:
+        return None  # locked by another program: readable later, not damaged
+    except OSError as exc:
+        return None if _LOCK_MESSAGE.search(str(exc)) else str(exc)
 
 
 def _h5_name(name: str) -> str:
@@ -158,13 +163,22 @@ class ActivationStore:
 
         Removes stale temporary files, adopts finished files the manifest does not list (killed between
         the rename and the manifest update, or a manifest rebuilt after damage) and forgets ``done`` entries
-        whose file is gone. Only the orchestrating process calls this, before it starts workers.
+        whose file is gone, or damaged (deleted with a warning, so the checkpoint is captured again). Only the
+        orchestrating process calls this, before it starts workers.
         """
         clean_stale_temps(self.root)
         entries = self.manifest["entries"]
         changed = False
         for key, entry in list(entries.items()):
-            if entry.get("status") == "done" and not (self.root / entry.get("file", "")).is_file():
+            if entry.get("status") != "done":
+                continue
+            path = self.root / entry.get("file", "")
+            problem = "missing" if not path.is_file() else _unreadable(path)
+            if problem:
+                if problem != "missing":
+                    warnings.warn(f"{path}: stored activations are damaged ({problem}); deleting the file and "
+                                  f"capturing this checkpoint again", stacklevel=3)
+                    path.unlink()
                 del entries[key]
                 changed = True
         adopted = []
@@ -305,6 +319,11 @@ def _attr(value: Any) -> Any:
     return value
 
 
+# HDF5's locking errors ("unable to lock file", "file locking disabled ..."); a whole word, so a truncated
+# file's "sblock->base_addr" is not taken for one
+_LOCK_MESSAGE = re.compile(r"\block(ing|ed)?\b", re.IGNORECASE)
+
+
 def _open_h5(path: Path, mode: str) -> h5py.File:
     try:
         return h5py.File(path, mode)
@@ -313,7 +332,7 @@ def _open_h5(path: Path, mode: str) -> h5py.File:
                          fix="close other programs that hold the file, or on network filesystems set "
                              "HDF5_USE_FILE_LOCKING=FALSE") from exc
     except OSError as exc:
-        if "lock" in str(exc).lower():
+        if _LOCK_MESSAGE.search(str(exc)):
             raise StoreError(f"HDF5 file lock refused ({exc})", path=path, stage="store",
                              fix="close other programs that hold the file, or on network filesystems set "
                                  "HDF5_USE_FILE_LOCKING=FALSE") from exc

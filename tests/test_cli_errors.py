@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+
+import pytest
 
 from semgraph.cli import main
 
@@ -18,10 +23,55 @@ def test_analyze_out_that_is_a_file(tiny_run_master, tmp_path, capsys):
     target.write_text("keep me")
     assert main(["analyze", str(tiny_run_master), "--out", str(target)]) == 2
     assert str(target) in one_line(capsys) and target.read_text() == "keep me"
-    # a folder below a file: caught by the one-line fallback for paths semgraph did not check itself
+    # a folder below a file: refused before any work, naming the --out folder
     assert main(["analyze", str(tiny_run_master), "--out", str(target / "sub")]) == 2
     msg = one_line(capsys)
-    assert str(target) in msg and "stage: analyze" in msg
+    assert msg.startswith(f"semgraph: error: [analyze] {target / 'sub'}: --out cannot be written") and "Fix:" in msg
+
+
+def _read_only(folder) -> list[str]:
+    """A command prefix under which ``folder`` cannot be written: a read-only bind mount in a private mount
+    namespace for root (whom permissions do not stop), else mode 0o555."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return []
+    prefix = ["unshare", "--mount", "sh", "-c", 'mount --bind -o ro "$0" "$0" && exec "$@"', str(folder)]
+    probe = subprocess.run([*prefix, "touch", str(folder / "x")], capture_output=True, text=True)
+    if shutil.which("unshare") is None or "Read-only file system" not in probe.stderr:
+        pytest.skip("running as root where no read-only mount can be made")
+    return prefix
+
+
+def test_analyze_into_a_read_only_folder_names_it(tiny_run_master, tmp_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    prefix = _read_only(out)
+    try:
+        res = subprocess.run([*prefix, sys.executable, "-m", "semgraph.cli", "analyze", str(tiny_run_master),
+                              "--out", str(out)], capture_output=True, text=True, timeout=300)
+    finally:
+        out.chmod(0o755)
+    err = [ln for ln in res.stderr.strip().splitlines() if not ln.startswith("warning:")]
+    assert res.returncode == 2 and len(err) == 1, res.stderr
+    assert err[0].startswith(f"semgraph: error: [analyze] {out}: --out cannot be written (Read-only file system)") \
+        or err[0].startswith(f"semgraph: error: [analyze] {out}: --out cannot be written (Permission denied)"), err
+    assert list(out.iterdir()) == []
+
+
+def test_damaged_pairs_file_is_named_as_a_pairs_file(tiny_run_master, tmp_path, capsys):
+    import torch
+    pairs = tmp_path / "train_data.pth"
+    torch.save(torch.tensor([[0, 1], [2, 3], [4, 5]]), pairs)
+    with open(pairs, "r+b") as fh:
+        fh.truncate(100)
+    bad_json = tmp_path / "test_pairs.json"
+    bad_json.write_text("[[0, 1], [2,")
+    for bad in (pairs, bad_json):
+        assert main(["analyze", str(tiny_run_master), "--out", str(tmp_path / "out"), "--task", "modular-addition",
+                     "--p", "23", "--train-pairs", str(bad)]) == 2
+        msg = one_line(capsys)
+        assert msg.startswith(f"semgraph: error: [run spec] {bad}: cannot read the pairs file"), msg
+        assert "train/test split" in msg and "load checkpoint" not in msg
 
 
 def test_export_never_replaces_the_analysis_graph_and_observe_reads_typed_conversions(tiny_reference, tmp_path,

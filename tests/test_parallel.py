@@ -1,6 +1,14 @@
 """Process pool and dask.distributed runs give exactly the serial result; only the parent writes the manifest."""
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 from analysis_compare import assert_same_analysis
 
@@ -47,7 +55,6 @@ def test_pool_that_is_still_starting_lends_this_process_and_gives_the_serial_res
 
 
 def test_close_during_a_start_returns_at_once():
-    import time
     pool = PoolExecutor(2, threads=1, start_method="forkserver").start()
     start = pool._start
     t = time.perf_counter()
@@ -78,8 +85,6 @@ print("ok")
 
 
 def test_forked_one_thread_workers_run_torch_after_this_process_used_threads(tmp_path):
-    import subprocess
-    import sys
     script = tmp_path / "fork_after_threads.py"
     script.write_text(FORK_AFTER_THREADS)
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
@@ -92,3 +97,75 @@ def test_executor_options():
         make_executor(0)
     with pytest.raises(ConfigError, match="dask scheduler"):
         DaskExecutor("tcp://127.0.0.1:9", timeout="1s")  # nothing listens there
+    for not_an_address in ("bogus", "localhost", "tcp://"):   # no port: distributed raises ValueError
+        with pytest.raises(ConfigError, match="tcp://HOST:PORT"):
+            DaskExecutor(not_an_address, timeout="1s")
+
+
+POOL_BLOCKED_ON_JOBS = """
+import sys, time
+from semgraph.parallel import PoolExecutor
+if __name__ == "__main__":
+    pool = PoolExecutor(2, threads=1, help_while_starting=False, start_method=sys.argv[1])
+    print(*pool.pool()._processes, flush=True)          # the workers' pids
+    for _ in pool.map_unordered(time.sleep, [600] * 4):   # both workers busy, two jobs waiting in the pipe
+        pass
+"""
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie lingers where PID 1 does not reap)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+@pytest.mark.parametrize("start_method", ["fork", "forkserver"])
+def test_pool_workers_exit_when_the_parent_is_sigkilled(tmp_path, start_method):
+    """A job scheduler's SIGKILL of `semgraph analyze --workers N` must not leave N orphans holding memory."""
+    script = tmp_path / "pool_blocked.py"
+    script.write_text(POOL_BLOCKED_ON_JOBS)
+    proc = subprocess.Popen([sys.executable, str(script), start_method], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        workers = [int(w) for w in proc.stdout.readline().split()]
+        assert len(workers) == 2 and all(_running(w) for w in workers)
+        time.sleep(1.0)                                   # jobs handed out; the workers sit in time.sleep
+        os.kill(proc.pid, signal.SIGKILL)                 # the parent only, not its process group
+        proc.wait()
+        deadline = time.monotonic() + 15
+        while any(_running(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_running(w) for w in workers), f"orphaned workers {workers} still run"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+HOLD_FOLDER = """
+import sys, time
+from semgraph.io import exclusive_folder
+with exclusive_folder(sys.argv[1], stage="test"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_second_orchestrator_on_the_same_out_is_refused_until_the_first_dies(tiny_run, tmp_path):
+    """Only one process writes an --out folder's manifest; a SIGKILLed holder does not block the re-run."""
+    out = tmp_path / "out"
+    out.mkdir()
+    script = tmp_path / "hold.py"
+    script.write_text(HOLD_FOLDER)
+    holder = subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match=rf"semgraph pid {holder.pid} on \S+ is already writing this folder"):
+            analyze(tiny_run, out, progress=False)
+        assert not (out / "store").exists()               # refused before any work
+    finally:
+        holder.kill()                                      # SIGKILL: the kernel drops its lock
+        holder.wait()
+    assert analyze(tiny_run, out, progress=False).rows

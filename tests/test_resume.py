@@ -10,13 +10,16 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
-from analysis_compare import assert_same_analysis
+from analysis_compare import assert_same_analysis, h5_contents
 
 from semgraph.analyze import analyze
 from semgraph.checkpoints import discover
 from semgraph.io import atomic_write_json
-from semgraph.store import ActivationStore, _host, clean_stale_temps
+from semgraph.errors import StoreError
+from semgraph.store import ActivationStore, _host, _open_h5, _unreadable, clean_stale_temps
 
 
 def dead_pid() -> int:
@@ -64,6 +67,49 @@ def test_file_renamed_but_not_yet_in_manifest_is_adopted(tiny_run, tmp_path):
     assert ActivationStore(out / "store").recover() == [key]
     assert ActivationStore(out / "store").manifest["entries"][key] == \
         {k: v for k, v in entries[key].items() if k != "identical_to_step"}
+
+
+def test_damaged_finished_file_is_captured_again_not_reused(tiny_run, tmp_path):
+    """A store file cut short outside semgraph (a copy, a full disk) is recaptured even when its probe row is
+    cached; the result equals the intact analysis."""
+    out = tmp_path / "out"
+    first = analyze(tiny_run, out, progress=False)
+    store = ActivationStore(out / "store")
+    key = sorted(store.manifest["entries"], key=lambda k: int(k.split("/")[1]))[4]
+    damaged = out / "store" / store.manifest["entries"][key]["file"]
+    intact = h5_contents(damaged)
+    with open(damaged, "r+b") as fh:
+        fh.truncate(100)
+    run, step = key.rsplit("/", 1)
+    with pytest.raises(StoreError, match="delete the file") as exc:   # named for what it is, not a lock
+        store.open(run, int(step)).close()
+    assert "lock refused" not in str(exc.value) and str(damaged) in str(exc.value)
+    with pytest.warns(UserWarning, match=r"stored activations are damaged .*capturing this checkpoint again"):
+        again = analyze(tiny_run, out, progress=False)
+    assert [f"{r}/{s}" for r, s in again.extract.captured] == [key]
+    recaptured = h5_contents(damaged)
+    assert recaptured.keys() == intact.keys()
+    for k in intact:
+        np.testing.assert_equal(recaptured[k], intact[k], err_msg=k)
+    assert set(again.graph.edges) == set(first.graph.edges) and again.rows == first.rows
+
+
+def test_file_held_by_another_program_is_reported_as_a_lock(tmp_path):
+    path = tmp_path / "held.h5"
+    h5py.File(path, "w").close()
+    hold = "import h5py, sys, time; f = h5py.File(sys.argv[1], 'a'); print('held', flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        if os.environ.get("HDF5_USE_FILE_LOCKING", "").upper() == "FALSE":
+            pytest.skip("HDF5 file locking is switched off in this environment")
+        with pytest.raises(StoreError, match="HDF5_USE_FILE_LOCKING=FALSE") as exc:
+            _open_h5(path, "r")
+        assert str(path) in str(exc.value)
+        assert _unreadable(path) is None              # locked is not damaged: recover() keeps the file
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_clean_stale_temps_keeps_other_hosts_recent_files(tmp_path):
