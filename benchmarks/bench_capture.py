@@ -300,10 +300,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"2-process pool: {pool['seconds']:.2f}s wall for {n_time} checkpoints (process start included)")
     print(f"whole analyze of {n_an} checkpoints: serial {fig['analyze_serial']['seconds']:.1f}s, "
           f"2 workers {fig['analyze_pool2']['seconds']:.1f}s")
+    added_ms = serial["ms_per_ckpt"] - fig["bare"]["ms_per_ckpt"]
     print(f"store: {per_ckpt_mib:.2f} MiB per checkpoint; this filesystem writes new pages at {new_gbps:.2f} GB/s "
-          f"(rewrites {rewrite_gbps:.1f} GB/s), so about {write_ms:.0f} ms of the "
-          f"{serial['ms_per_ckpt'] - fig['bare']['ms_per_ckpt']:.0f} ms per checkpoint that semgraph adds to the "
-          f"bare loop is the kernel allocating page cache")
+          f"(rewrites {rewrite_gbps:.1f} GB/s): writing them alone takes about {write_ms:.0f} ms per checkpoint, "
+          f"against the {added_ms:.0f} ms that semgraph adds to the bare loop (an upper bound: pages freed moments "
+          f"earlier, e.g. by the forward pass, are handed out again faster; benchmarks/README.md)")
     for k, v in ratios.items():
         print(f"  {k:<44} {v:6.2f}")
     print(f"load average before/after: {load0:.1f} / {fig['load_avg'][1]:.1f} on {os.cpu_count()} cores "
