@@ -334,7 +334,8 @@ def read_graph(path: str | Path, fmt: str | None = None) -> nx.DiGraph:
         raise
     except Exception as exc:  # parser errors of the various formats
         raise SemgraphError(f"cannot parse {fmt} graph: {exc}", path=path, stage="read graph",
-                            fix="re-export the graph with `semgraph export`") from exc
+                            fix="the file is damaged: re-run `semgraph analyze` on its --out folder to rewrite it, "
+                                "or export an intact copy of the graph with `semgraph export`") from exc
 
 
 def _drop_defaults(G: nx.DiGraph) -> nx.DiGraph:

@@ -500,8 +500,20 @@ def observe(out: str | Path, F_key: str = F_KEY) -> tuple[dict[str, Any], dict[s
                                 fix="run `semgraph analyze RUN_DIR --out OUT` first")
     G = read_graph(graph_file)
     decode_json_text(G.graph)
-    with open(table, encoding="utf-8") as fh:
-        rows = [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+    rerun = f"re-run `semgraph analyze RUN_DIR --out {out}` to rewrite it"
+    try:
+        with open(table, encoding="utf-8", newline="") as fh:
+            rows = [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise SemgraphError(f"checkpoints table is unreadable ({exc})", path=table, stage="observe", fix=rerun) from exc
+    if not rows or not {"run", "step", "node"} <= set(rows[0]):
+        raise SemgraphError("checkpoints table has no rows with run, step and node columns", path=table,
+                            stage="observe", fix=rerun)
+    from semgraph.outputs import mismatches
+    problems = mismatches(G, rows, trajectories=G.graph.get("trajectories"))
+    if problems:
+        raise SemgraphError("; ".join(problems).replace("; re-run it on the same --out to rewrite them", ""),
+                            path=out, stage="observe", fix=f"re-run `semgraph analyze RUN_DIR --out {out}`")
     obs = observe_graph(G, rows, F_key)
     files = write_observables(obs, out)
     for fmt, suffix in (("graphml", ".graphml"), ("gexf", ".gexf"), ("json", ".json")):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -78,11 +79,10 @@ def run_probes(run: str, steps: Sequence[int], probe_set: ProbeSet, task: dict[s
     for step in steps:
         entry = store.manifest["entries"][store.key(run, step)]
         cache = cache_dir / run / f"step_{step:08d}.json"
-        if cache.exists():
-            row = json.loads(cache.read_text(encoding="utf-8"))
-            if row.get("_source_id") == entry["source_id"] and row.get("_probes") == sig:
-                by_step[int(step)] = row
-                continue
+        row = _cached_row(cache)
+        if row is not None and row.get("_source_id") == entry["source_id"] and row.get("_probes") == sig:
+            by_step[int(step)] = row
+            continue
         jobs.append(ProbeJob(store_root=str(store.root), run=run, step=int(step), probe_set=probe_set, task=task,
                              probes=tuple(probes), cache=str(cache), source_id=entry["source_id"], signature=sig,
                              identical_to_step=entry.get("identical_to_step")))
@@ -92,6 +92,22 @@ def run_probes(run: str, steps: Sequence[int], probe_set: ProbeSet, task: dict[s
             by_step[job.step] = row
             bar.update()
     return [by_step[int(s)] for s in steps]
+
+
+def _cached_row(cache: Path) -> dict[str, Any] | None:
+    """A cached probe row, or None when there is none or it is damaged (cut short, emptied, hand-edited): the
+    rows are written atomically, so damage comes from outside, and recomputing the row is the cure."""
+    try:
+        row = json.loads(cache.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        warnings.warn(f"{cache}: cached probe results are damaged ({exc}); computing them again", stacklevel=3)
+        return None
+    if not isinstance(row, dict):
+        warnings.warn(f"{cache}: cached probe results are not a row; computing them again", stacklevel=3)
+        return None
+    return row
 
 
 def numeric(rows: Sequence[dict[str, Any]], key: str) -> np.ndarray:

@@ -18,6 +18,7 @@ import datetime as _dt
 import html
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -39,6 +40,8 @@ def write_report(out_dir: str | Path, path: str | Path | None = None, *, plots: 
     text = render(outputs, figures)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+    for problem in outputs.problems:   # also listed in the report; said here so a script or a user sees them
+        warnings.warn(f"{path}: {problem}", stacklevel=2)
     return path
 
 

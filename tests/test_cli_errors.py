@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 
 import pytest
 
+from semgraph.analyze import analyze
 from semgraph.cli import main
 
 
@@ -175,3 +177,34 @@ def test_inspect_reads_wrapper_prefixed_state_dicts_as_the_same_model(tmp_path, 
     assert "2.bias: [3] -> absent" in problems[0]
     assert common_wrapper_prefixes(["module.model.a", "module.model.b"])[1] == ["module.", "model."]
     assert common_wrapper_prefixes(["module.a", "b"])[1] == []          # not on every key: not a wrapper
+
+
+def test_observe_on_a_damaged_checkpoints_table_is_one_line(tiny_reference, tmp_path, capsys):
+    for name, damage in (("binary", b"garbage\x00\xff{{"), ("text", b"garbage {{\n")):
+        folder = tmp_path / name
+        shutil.copytree(tiny_reference, folder)
+        (folder / "checkpoints.csv").write_bytes(damage)
+        assert main(["observe", str(folder)]) == 2
+        msg = one_line(capsys)
+        assert f"[observe] {folder / 'checkpoints.csv'}: checkpoints table" in msg and "semgraph analyze" in msg
+
+
+def test_files_of_two_analyses_in_one_folder_are_named_not_mixed(tiny_run_master, tiny_reference, tmp_path, capsys):
+    """A kill while analyze rewrote its outputs one by one can leave files of two analyses side by side."""
+    other = tmp_path / "other"
+    analyze(tiny_run_master, other, progress=False, states="hmm", compare_states=[])
+    nodes = lambda d: set(json.loads((d / "summary.json").read_text())["nodes"])  # noqa: E731
+    assert nodes(other) != nodes(tiny_reference)           # the two analyses found different node sets
+    mixed = tmp_path / "mixed"
+    shutil.copytree(tiny_reference, mixed)
+    for name in ("landscape.json", "landscape.graphml", "landscape.gexf"):   # the new graph got written...
+        shutil.copy(other / name, mixed / name)              # ...then the kill: the old table and summary remain
+    assert main(["observe", str(mixed)]) == 2
+    msg = one_line(capsys)
+    assert "files from different analyses" in msg and "checkpoints.csv assigns checkpoints" in msg
+    assert main(["report", str(mixed)]) == 0          # the report is written, and says what does not fit
+    err = capsys.readouterr().err
+    assert re.search(r"warning: \S+report\.html: (checkpoints\.csv assigns|summary\.json lists) .*\(files "
+                     r"from different analyses", err), err
+    assert "files from different analyses" in (mixed / "report.html").read_text()
+    assert main(["observe", str(tiny_reference)]) == 0     # one analysis: nothing to say

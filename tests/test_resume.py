@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -185,3 +186,15 @@ def test_sigkill_at_random_points_then_rerun_gives_the_uninterrupted_result(tiny
     after = _done_files(out)
     assert {f: after.get(f) for f in before} == before
     assert_same_analysis(reference, out)
+
+
+@pytest.mark.parametrize("damage", ['{"broken', "", "[]"])
+def test_damaged_cached_probe_row_is_computed_again(tiny_run_master, tiny_reference, tmp_path, damage):
+    out = tmp_path / "out"
+    shutil.copytree(tiny_reference, out)
+    rows = sorted((out / "probe_results").rglob("step_*.json"))
+    rows[3].write_text(damage)
+    with pytest.warns(UserWarning, match=r"cached probe results are (damaged \(.*\)|not a row); computing them again"):
+        again = analyze(tiny_run_master, out, progress=False)
+    assert again.extract.captured == []
+    assert_same_analysis(tiny_reference, out)
