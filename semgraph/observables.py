@@ -509,11 +509,11 @@ def observe(out: str | Path, F_key: str = F_KEY) -> tuple[dict[str, Any], dict[s
     if not rows or not {"run", "step", "node"} <= set(rows[0]):
         raise SemgraphError("checkpoints table has no rows with run, step and node columns", path=table,
                             stage="observe", fix=rerun)
-    from semgraph.outputs import mismatches
+    from semgraph.outputs import MIXED, mismatches
     problems = mismatches(G, rows, trajectories=G.graph.get("trajectories"))
     if problems:
-        raise SemgraphError("; ".join(problems).replace("; re-run it on the same --out to rewrite them", ""),
-                            path=out, stage="observe", fix=f"re-run `semgraph analyze RUN_DIR --out {out}`")
+        raise SemgraphError(f"{'; '.join(problems)} ({MIXED})", path=out, stage="observe",
+                            fix=f"re-run `semgraph analyze RUN_DIR --out {out}`")
     obs = observe_graph(G, rows, F_key)
     files = write_observables(obs, out)
     for fmt, suffix in (("graphml", ".graphml"), ("gexf", ".gexf"), ("json", ".json")):

@@ -62,14 +62,19 @@ def load_outputs(out: str | Path) -> AnalysisOutputs:
         except (OSError, csv.Error, ValueError) as exc:
             res.problems.append(f"checkpoints.csv: {exc}")
     res.observables = read_observables(out, res.problems)
-    res.problems += mismatches(res.graph, res.rows, res.summary, res.trajectories)
+    res.problems += [f"{m} ({MIXED}; re-run it on the same --out to rewrite them)"
+                     for m in mismatches(res.graph, res.rows, res.summary, res.trajectories)]
     return res
+
+
+MIXED = "files from different analyses, e.g. after a kill while `semgraph analyze` wrote them"
 
 
 def mismatches(graph: nx.DiGraph, rows: list[dict[str, Any]], summary: dict[str, Any] | None = None,
                trajectories: dict[str, Any] | None = None) -> list[str]:
-    """Ways the folder's files disagree with its landscape graph (e.g. a kill while `semgraph analyze` rewrote
-    them one by one, leaving some from the earlier analysis); empty when they describe one analysis."""
+    """Ways the folder's table, summary and trajectories disagree with its landscape graph (``MIXED``: a kill
+    while `semgraph analyze` rewrote them one by one leaves some from the earlier analysis); empty when they
+    describe one analysis. Malformed values are left to the readers that use them."""
     nodes = {str(n) for n in graph.nodes}
     found = []
     row_nodes = {str(r["node"]) for r in rows if r.get("node") not in (None, "")}
@@ -78,20 +83,16 @@ def mismatches(graph: nx.DiGraph, rows: list[dict[str, Any]], summary: dict[str,
                      f"{sorted(nodes)}")
     if isinstance(summary, dict) and isinstance(summary.get("nodes"), dict) and set(summary["nodes"]) != nodes:
         found.append(f"summary.json lists nodes {sorted(summary['nodes'])} but the graph has {sorted(nodes)}")
-    if isinstance(trajectories, dict):
+    if isinstance(trajectories, dict) and rows:
         try:
             visited = {(str(run), int(step), str(node)) for run, path in trajectories.items() for step, node in path}
-        except (TypeError, ValueError):
-            visited = None   # malformed: reported where the trajectories are used
-        if visited is not None and rows and "run" in rows[0] and "node" in rows[0]:
             table = {(str(r["run"]), int(r["step"]), str(r["node"])) for r in rows
                      if r.get("node") not in (None, "") and r.get("step") is not None}
-            if visited != table:
-                found.append(f"trajectories.json and checkpoints.csv disagree on {len(visited ^ table)} "
-                             f"(run, step, node) entries")
-    if found:
-        found = [f"{m} (files from different analyses, e.g. after a kill while `semgraph analyze` wrote them; "
-                 f"re-run it on the same --out to rewrite them)" for m in found]
+        except (KeyError, TypeError, ValueError):
+            return found
+        if visited != table:
+            found.append(f"trajectories.json and checkpoints.csv disagree on {len(visited ^ table)} "
+                         f"(run, step, node) entries")
     return found
 
 

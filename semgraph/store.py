@@ -74,10 +74,8 @@ def _unreadable(path: Path) -> str | None:
     try:
         with h5py.File(path, "r"):
             return None
-    except BlockingIOError:
-        return None  # locked by another program: readable later, not damaged
     except OSError as exc:
-        return None if _LOCK_MESSAGE.search(str(exc)) else str(exc)
+        return None if _is_lock_error(exc) else str(exc)  # locked by another program: readable later
 
 
 def _h5_name(name: str) -> str:
@@ -181,8 +179,11 @@ class ActivationStore:
                     path.unlink()
                 del entries[key]
                 changed = True
+        listed = {self.root / e["file"] for e in entries.values() if e.get("status") == "done" and e.get("file")}
         adopted = []
         for path in sorted(self.root.glob("*/step_*.h5")):
+            if path in listed:  # checked just above
+                continue
             entry = self._entry_from_file(path)
             if entry is None:
                 continue
@@ -324,15 +325,16 @@ def _attr(value: Any) -> Any:
 _LOCK_MESSAGE = re.compile(r"\block(ing|ed)?\b", re.IGNORECASE)
 
 
+def _is_lock_error(exc: OSError) -> bool:
+    """HDF5 file locking refused the open (another process holds the file, or a network filesystem)."""
+    return isinstance(exc, BlockingIOError) or bool(_LOCK_MESSAGE.search(str(exc)))
+
+
 def _open_h5(path: Path, mode: str) -> h5py.File:
     try:
         return h5py.File(path, mode)
-    except BlockingIOError as exc:  # HDF5 file locking (network filesystems, another process holds it)
-        raise StoreError(f"HDF5 file lock refused ({exc})", path=path, stage="store",
-                         fix="close other programs that hold the file, or on network filesystems set "
-                             "HDF5_USE_FILE_LOCKING=FALSE") from exc
     except OSError as exc:
-        if _LOCK_MESSAGE.search(str(exc)):
+        if _is_lock_error(exc):
             raise StoreError(f"HDF5 file lock refused ({exc})", path=path, stage="store",
                              fix="close other programs that hold the file, or on network filesystems set "
                                  "HDF5_USE_FILE_LOCKING=FALSE") from exc
